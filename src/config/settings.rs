@@ -1,0 +1,508 @@
+//! The validated settings the daemon runs with, and the checks that produce them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{ConfigError, RawConfig, vars};
+use crate::resource::Resource;
+use crate::secret::{MASK, Secret, SecretUrl, redact_url};
+
+const HOUR: f64 = 3600.0;
+const DAY: f64 = 86_400.0;
+
+/// Everything the daemon needs, checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// TTLs per resource, normal and under pressure.
+    pub retention: Retention,
+    /// Loop intervals.
+    pub intervals: Intervals,
+    /// Usage fractions that map to priorities.
+    pub thresholds: Thresholds,
+    /// Budgets usage is measured against.
+    pub budgets: Budgets,
+    /// Redis connection; `None` disables Redis.
+    pub redis: Option<RedisConn>,
+    /// Qdrant connection; `None` disables Qdrant.
+    pub qdrant: Option<QdrantConn>,
+    /// S3 connection; `None` disables S3.
+    pub s3: Option<S3Conn>,
+    /// MongoDB connection (reference source); `None` disables it.
+    pub mongo: Option<MongoConn>,
+    /// Deletion caps, dry-run, audit log.
+    pub safety: Safety,
+    /// Queue size, jitter, backoff, timeouts.
+    pub scheduling: Scheduling,
+    /// The admin API.
+    pub admin: Admin,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// How long SIGTERM waits for workers.
+    #[serde(with = "secs")]
+    pub shutdown_timeout: Duration,
+}
+
+/// TTLs per sweepable resource.
+#[derive(Debug, Clone, Serialize)]
+pub struct Retention {
+    /// Normal TTLs: Redis, Qdrant, S3.
+    #[serde(with = "secs_by_resource")]
+    pub ttl: [Duration; 3],
+    /// TTLs for HIGH and CRITICAL tasks.
+    #[serde(with = "secs_by_resource")]
+    pub pressure_ttl: [Duration; 3],
+}
+
+impl Retention {
+    /// The normal TTL of `resource`.
+    pub fn ttl(&self, resource: Resource) -> Duration {
+        self.ttl[resource.index()]
+    }
+
+    /// The TTL under pressure (never below the floor unless short TTLs are allowed).
+    pub fn pressure_ttl(&self, resource: Resource) -> Duration {
+        self.pressure_ttl[resource.index()]
+    }
+}
+
+/// Loop intervals.
+#[derive(Debug, Clone, Serialize)]
+pub struct Intervals {
+    /// Sweep loop intervals: Redis, Qdrant, S3.
+    #[serde(with = "secs_by_resource")]
+    pub sweep: [Duration; 3],
+    /// Monitoring loop interval.
+    #[serde(with = "secs")]
+    pub monitoring: Duration,
+}
+
+/// Usage fractions: medium < high < critical <= 1.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Thresholds {
+    /// From here a resource is MEDIUM.
+    pub medium: f64,
+    /// From here a resource is HIGH (a cleanup task is queued).
+    pub high: f64,
+    /// From here a resource is CRITICAL (its task runs at once).
+    pub critical: f64,
+}
+
+/// Budgets.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Budgets {
+    /// Redis used_memory budget, bytes.
+    pub redis_memory_bytes: u64,
+    /// Qdrant points budget.
+    pub qdrant_points: u64,
+    /// S3 bucket size budget, bytes.
+    pub s3_bytes: u64,
+}
+
+/// Redis connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisConn {
+    /// The URL (password included; shown redacted).
+    pub url: SecretUrl,
+}
+
+/// Qdrant connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct QdrantConn {
+    /// gRPC URL.
+    pub url: String,
+    /// API key.
+    pub api_key: Option<Secret>,
+}
+
+/// S3 connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct S3Conn {
+    /// Endpoint URL.
+    pub endpoint: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Region.
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret key.
+    pub secret_access_key: Secret,
+}
+
+/// MongoDB connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct MongoConn {
+    /// URI (password included; shown redacted).
+    pub uri: SecretUrl,
+    /// Database of the application's documents.
+    pub database: String,
+}
+
+/// The safety model's knobs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Safety {
+    /// Stop every sweep after its plan.
+    pub dry_run: bool,
+    /// A plan deleting more than this fraction of the store is not applied.
+    pub max_delete_fraction: f64,
+    /// A plan deleting more than this many items is not applied.
+    pub max_delete_count: u64,
+    /// TTLs below the floors were allowed.
+    pub allow_short_ttl: bool,
+    /// The append-only audit log.
+    pub audit_log: PathBuf,
+}
+
+/// Scheduling knobs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scheduling {
+    /// Most tasks the queue holds.
+    pub queue_capacity: usize,
+    /// Tasks processed per monitoring cycle.
+    pub tasks_per_cycle: usize,
+    /// Interval jitter, fraction of the interval.
+    pub jitter_fraction: f64,
+    /// Cap of a failing worker's backoff.
+    #[serde(with = "secs")]
+    pub backoff_max: Duration,
+    /// Timeout of one backend request.
+    #[serde(with = "secs")]
+    pub backend_timeout: Duration,
+}
+
+/// The admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct Admin {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Bearer token; `None` makes mutating endpoints answer 403.
+    pub token: Option<Secret>,
+    /// POST cleanup calls allowed per minute.
+    pub cleanup_per_minute: u32,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON unless stdout is a terminal.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// TTL floors (seconds) per resource: Redis, Qdrant, S3.
+pub const TTL_FLOORS: [Duration; 3] = [
+    Duration::from_secs(60),
+    Duration::from_secs(600),
+    Duration::from_secs(3600),
+];
+
+/// Reads values from the merged map, each failure naming its variable.
+struct Reader<'a>(&'a RawConfig);
+
+impl Reader<'_> {
+    fn text(&self, name: &str) -> &str {
+        self.0.get(name).map(|s| s.trim()).unwrap_or_default()
+    }
+
+    fn optional(&self, name: &str) -> Option<String> {
+        Some(self.text(name)).filter(|s| !s.is_empty()).map(str::to_owned)
+    }
+
+    fn invalid(&self, name: &str, expected: impl Into<String>) -> ConfigError {
+        let secret = vars::lookup(name).is_some_and(|v| v.secret);
+        ConfigError::Invalid {
+            variable: name.to_string(),
+            value: if secret { MASK.to_string() } else { self.text(name).to_string() },
+            expected: expected.into(),
+        }
+    }
+
+    fn positive(&self, name: &str) -> Result<f64, ConfigError> {
+        match self.text(name).parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+            _ => Err(self.invalid(name, "a number greater than 0")),
+        }
+    }
+
+    fn fraction(&self, name: &str) -> Result<f64, ConfigError> {
+        match self.text(name).parse::<f64>() {
+            Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+            _ => Err(self.invalid(name, "a fraction greater than 0 and at most 1")),
+        }
+    }
+
+    fn count(&self, name: &str) -> Result<u64, ConfigError> {
+        match self.text(name).parse::<u64>() {
+            Ok(v) if v > 0 => Ok(v),
+            _ => Err(self.invalid(name, "a whole number greater than 0")),
+        }
+    }
+
+    fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
+        match self.text(name).to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" | "" => Ok(false),
+            _ => Err(self.invalid(name, "true or false")),
+        }
+    }
+
+    /// A duration given in `unit` seconds (hours, days, seconds), fractions allowed.
+    fn duration(&self, name: &str, unit: f64) -> Result<Duration, ConfigError> {
+        Duration::try_from_secs_f64(self.positive(name)? * unit)
+            .map_err(|_| self.invalid(name, "a number greater than 0 (and not absurdly large)"))
+    }
+
+    fn url(&self, name: &str, schemes: &[&str]) -> Result<Option<String>, ConfigError> {
+        let Some(url) = self.optional(name) else {
+            return Ok(None);
+        };
+        let ok = schemes
+            .iter()
+            .any(|s| url.starts_with(&format!("{s}://")) && url.len() > s.len() + 3);
+        if ok {
+            Ok(Some(url))
+        } else {
+            Err(ConfigError::Invalid {
+                variable: name.to_string(),
+                value: redact_url(&url),
+                expected: format!("a URL starting with {}://", schemes.join("://, ")),
+            })
+        }
+    }
+}
+
+impl Settings {
+    /// Parses and checks every value of the merged configuration.
+    pub fn from_raw(raw: &RawConfig) -> Result<Settings, ConfigError> {
+        let r = Reader(raw);
+        let allow_short_ttl = r.boolean("JANITOR_ALLOW_SHORT_TTL")?;
+        let ttl_vars = [
+            ("REDIS_CACHE_TTL_HOURS", HOUR, "JANITOR_REDIS_PRESSURE_TTL_HOURS"),
+            ("RAG_SESSION_TTL_HOURS", HOUR, "JANITOR_QDRANT_PRESSURE_TTL_HOURS"),
+            ("FILES_TTL_DAYS", DAY, "JANITOR_S3_PRESSURE_TTL_DAYS"),
+        ];
+        let mut ttl = [Duration::ZERO; 3];
+        let mut pressure_ttl = [Duration::ZERO; 3];
+        for (i, (name, unit, pressure_name)) in ttl_vars.into_iter().enumerate() {
+            let floor = TTL_FLOORS[i];
+            let below_floor = |n: &str| {
+                r.invalid(
+                    n,
+                    format!(
+                        "at least {} (the safety floor), or JANITOR_ALLOW_SHORT_TTL=true",
+                        humantime::format_duration(floor)
+                    ),
+                )
+            };
+            ttl[i] = r.duration(name, unit)?;
+            if ttl[i] < floor && !allow_short_ttl {
+                return Err(below_floor(name));
+            }
+            pressure_ttl[i] = match r.optional(pressure_name) {
+                Some(_) => {
+                    let p = r.duration(pressure_name, unit)?;
+                    if p > ttl[i] {
+                        return Err(r.invalid(pressure_name, format!("at most {name}")));
+                    }
+                    if p < floor && !allow_short_ttl {
+                        return Err(below_floor(pressure_name));
+                    }
+                    p
+                }
+                // default: half the TTL, never below the floor (nor above the TTL)
+                None if allow_short_ttl => ttl[i] / 2,
+                None => (ttl[i] / 2).max(floor).min(ttl[i]),
+            };
+        }
+
+        let thresholds = Thresholds {
+            medium: r.fraction("CLEANUP_THRESHOLD_MEDIUM")?,
+            high: r.fraction("CLEANUP_THRESHOLD_HIGH")?,
+            critical: r.fraction("CLEANUP_THRESHOLD_CRITICAL")?,
+        };
+        if thresholds.high <= thresholds.medium {
+            return Err(r.invalid(
+                "CLEANUP_THRESHOLD_HIGH",
+                format!("a value above CLEANUP_THRESHOLD_MEDIUM ({})", thresholds.medium),
+            ));
+        }
+        if thresholds.critical <= thresholds.high {
+            return Err(r.invalid(
+                "CLEANUP_THRESHOLD_CRITICAL",
+                format!("a value above CLEANUP_THRESHOLD_HIGH ({}) and at most 1", thresholds.high),
+            ));
+        }
+
+        const MIB: f64 = 1024.0 * 1024.0;
+        let budgets = Budgets {
+            redis_memory_bytes: (r.positive("MAX_REDIS_MEMORY_MB")? * MIB) as u64,
+            qdrant_points: r.count("MAX_QDRANT_POINTS")?,
+            s3_bytes: (r.positive("MAX_MINIO_STORAGE_GB")? * MIB * 1024.0) as u64,
+        };
+
+        let redis = r
+            .url("REDIS_URL", &["redis", "rediss", "redis+unix", "unix"])?
+            .map(|url| RedisConn {
+                url: SecretUrl::new(url),
+            });
+        let qdrant = r
+            .url("QDRANT_URL", &["http", "https"])?
+            .map(|url| QdrantConn {
+                url,
+                api_key: r.optional("QDRANT_API_KEY").map(Secret::new),
+            });
+        let s3 = match r.url("S3_ENDPOINT", &["http", "https"])? {
+            None => None,
+            Some(endpoint) => Some(S3Conn {
+                endpoint,
+                bucket: r
+                    .optional("S3_BUCKET")
+                    .ok_or_else(|| r.invalid("S3_BUCKET", "a bucket name (S3_ENDPOINT is set)"))?,
+                region: r.optional("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+                access_key_id: r.optional("AWS_ACCESS_KEY_ID").ok_or_else(|| {
+                    r.invalid("AWS_ACCESS_KEY_ID", "an access key id (S3_ENDPOINT is set)")
+                })?,
+                secret_access_key: r.optional("AWS_SECRET_ACCESS_KEY").map(Secret::new).ok_or_else(
+                    || r.invalid("AWS_SECRET_ACCESS_KEY", "a secret key (S3_ENDPOINT is set)"),
+                )?,
+            }),
+        };
+        let mongo = r
+            .url("MONGODB_URI", &["mongodb", "mongodb+srv"])?
+            .map(|uri| -> Result<MongoConn, ConfigError> {
+                Ok(MongoConn {
+                    uri: SecretUrl::new(uri),
+                    database: r
+                        .optional("MONGODB_DATABASE")
+                        .ok_or_else(|| r.invalid("MONGODB_DATABASE", "a database name"))?,
+                })
+            })
+            .transpose()?;
+
+        let safety = Safety {
+            dry_run: r.boolean("JANITOR_DRY_RUN")?,
+            max_delete_fraction: r.fraction("JANITOR_MAX_DELETE_FRACTION")?,
+            max_delete_count: r.count("JANITOR_MAX_DELETE_COUNT")?,
+            allow_short_ttl,
+            audit_log: r
+                .optional("JANITOR_AUDIT_LOG")
+                .map(PathBuf::from)
+                .ok_or_else(|| r.invalid("JANITOR_AUDIT_LOG", "a file path"))?,
+        };
+
+        let jitter_fraction = match r.text("JANITOR_JITTER_FRACTION").parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => v,
+            _ => return Err(r.invalid("JANITOR_JITTER_FRACTION", "a fraction from 0 to 1")),
+        };
+        let scheduling = Scheduling {
+            queue_capacity: r.count("JANITOR_QUEUE_CAPACITY")? as usize,
+            tasks_per_cycle: r.count("JANITOR_QUEUE_TASKS_PER_CYCLE")? as usize,
+            jitter_fraction,
+            backoff_max: r.duration("JANITOR_BACKOFF_MAX_SECONDS", 1.0)?,
+            backend_timeout: r.duration("JANITOR_BACKEND_TIMEOUT_SECONDS", 1.0)?,
+        };
+
+        let admin = Admin {
+            addr: r
+                .text("JANITOR_ADMIN_ADDR")
+                .parse()
+                .map_err(|_| r.invalid("JANITOR_ADMIN_ADDR", "an address such as 127.0.0.1:8089"))?,
+            token: admin_token(&r)?,
+            cleanup_per_minute: u32::try_from(r.count("JANITOR_CLEANUP_RATE_LIMIT_PER_MINUTE")?)
+                .map_err(|_| r.invalid("JANITOR_CLEANUP_RATE_LIMIT_PER_MINUTE", "a smaller number"))?,
+        };
+
+        let log_format = match r.text("JANITOR_LOG_FORMAT").to_ascii_lowercase().as_str() {
+            "auto" | "" => LogFormat::Auto,
+            "json" => LogFormat::Json,
+            "text" | "pretty" => LogFormat::Text,
+            _ => return Err(r.invalid("JANITOR_LOG_FORMAT", "auto, json or text")),
+        };
+        let shutdown_timeout = match r.text("JANITOR_SHUTDOWN_TIMEOUT") {
+            t if t.ends_with(|c: char| c.is_ascii_alphabetic()) => humantime::parse_duration(t)
+                .map_err(|_| r.invalid("JANITOR_SHUTDOWN_TIMEOUT", "seconds, or a duration like 10s"))?,
+            _ => r.duration("JANITOR_SHUTDOWN_TIMEOUT", 1.0)?,
+        };
+
+        Ok(Settings {
+            retention: Retention { ttl, pressure_ttl },
+            intervals: Intervals {
+                sweep: [
+                    r.duration("REDIS_CLEANUP_INTERVAL_SECONDS", 1.0)?,
+                    r.duration("QDRANT_CLEANUP_INTERVAL_SECONDS", 1.0)?,
+                    r.duration("MINIO_CLEANUP_INTERVAL_SECONDS", 1.0)?,
+                ],
+                monitoring: r.duration("RESOURCE_MONITORING_INTERVAL_SECONDS", 1.0)?,
+            },
+            thresholds,
+            budgets,
+            redis,
+            qdrant,
+            s3,
+            mongo,
+            safety,
+            scheduling,
+            admin,
+            log_format,
+            shutdown_timeout,
+        })
+    }
+
+    /// The interval of a resource's sweep loop.
+    pub fn sweep_interval(&self, resource: Resource) -> Duration {
+        self.intervals.sweep[resource.index()]
+    }
+}
+
+fn admin_token(r: &Reader<'_>) -> Result<Option<Secret>, ConfigError> {
+    if let Some(token) = r.optional("JANITOR_ADMIN_TOKEN") {
+        if token.len() < 16 {
+            return Err(r.invalid("JANITOR_ADMIN_TOKEN", "a token of at least 16 characters"));
+        }
+        return Ok(Some(Secret::new(token)));
+    }
+    let Some(path) = r.optional("JANITOR_ADMIN_TOKEN_FILE") else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(&path)
+        .map_err(|e| r.invalid("JANITOR_ADMIN_TOKEN_FILE", format!("a readable file ({e})")))?;
+    let token = token.trim();
+    if token.len() < 16 {
+        return Err(r.invalid(
+            "JANITOR_ADMIN_TOKEN_FILE",
+            "a file holding a token of at least 16 characters",
+        ));
+    }
+    Ok(Some(Secret::new(token)))
+}
+
+/// Durations as (fractional) seconds in `config show` and the API.
+mod secs {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// Per-resource durations as `{"redis": s, "qdrant": s, "s3": s}`.
+mod secs_by_resource {
+    use serde::ser::SerializeMap;
+    use std::time::Duration;
+
+    use crate::resource::Resource;
+
+    pub fn serialize<S: serde::Serializer>(d: &[Duration; 3], s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(3))?;
+        for r in Resource::ALL {
+            map.serialize_entry(r.name(), &d[r.index()].as_secs_f64())?;
+        }
+        map.end()
+    }
+}

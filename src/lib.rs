@@ -1,0 +1,16 @@
+//! resource-janitor: a sidecar that keeps a RAG application's storage within budget.
+//!
+//! # Layout
+//! - [`config`]: raw layers (defaults, TOML, `.env`, environment) → validated [`config::Settings`].
+//! - [`resource`]: the stores, their measured [`resource::Usage`] and [`resource::Priority`].
+//! - [`queue`]: the bounded priority queue of cleanup tasks.
+//! - [`secret`]: values and URLs that never print.
+//!
+//! `main.rs` only parses the command line and maps errors to exit codes.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod queue;
+pub mod resource;
+pub mod secret;
+pub mod time;

@@ -1,0 +1,6 @@
+//! The integration test binary: every test here talks to real servers on 127.0.0.1
+//! started by `scripts/services.sh up` (see `support`).
+
+mod support;
+
+mod smoke;

@@ -1,0 +1,143 @@
+//! Test support: the real servers started by `scripts/services.sh up`.
+//!
+//! Every integration test asks [`services`] for the endpoints. When the env file is missing
+//! (servers not started) the test is skipped with a message saying how to start them, unless
+//! `JANITOR_REQUIRE_SERVICES=1` (CI), where a missing server fails the test.
+//!
+//! Tests run in parallel against the shared servers, so each takes a [`Namespace`]: its own
+//! Redis database index and key prefix, bucket prefix, Mongo database and Qdrant collection
+//! name. Tests that stop a server, or need Garage's clock shifted, start a private instance
+//! with [`process`].
+
+#![allow(dead_code)]
+
+pub mod process;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Endpoints and credentials from the services env file.
+#[derive(Debug)]
+pub struct Services {
+    vars: HashMap<String, String>,
+}
+
+impl Services {
+    /// A variable from the env file; panics with the file's name when it is absent.
+    pub fn get(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from {}", env_file().display()))
+    }
+
+    /// All variables, e.g. to hand to a `janitor` child process.
+    pub fn vars(&self) -> &HashMap<String, String> {
+        &self.vars
+    }
+
+    pub fn redis_url(&self, db: u32) -> String {
+        let base = self.get("REDIS_URL");
+        let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
+        format!("{base}/{db}")
+    }
+}
+
+/// Where `scripts/services.sh up` writes the env file.
+pub fn env_file() -> PathBuf {
+    std::env::var_os("JANITOR_SERVICES_ENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".services/services.env")
+        })
+}
+
+fn required() -> bool {
+    std::env::var("JANITOR_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The servers, or `None` when they are not up and not required (the caller skips).
+pub fn services() -> Option<&'static Services> {
+    static SERVICES: OnceLock<Option<Services>> = OnceLock::new();
+    let found = SERVICES.get_or_init(|| {
+        let path = env_file();
+        let vars: HashMap<String, String> = match dotenvy::from_path_iter(&path) {
+            Ok(iter) => iter.filter_map(Result::ok).collect(),
+            Err(err) => {
+                if required() {
+                    panic!(
+                        "JANITOR_REQUIRE_SERVICES=1 but {} is unreadable ({err}): \
+                         run scripts/services.sh up",
+                        path.display()
+                    );
+                }
+                return None;
+            }
+        };
+        Some(Services { vars })
+    });
+    if found.is_none() {
+        eprintln!(
+            "skipped: the test servers are not running (start them with \
+             `scripts/services.sh up`; set JANITOR_REQUIRE_SERVICES=1 to fail instead)"
+        );
+    }
+    found.as_ref()
+}
+
+/// `let svc = require_services!();` returns from the test when the servers are not up.
+#[macro_export]
+macro_rules! require_services {
+    () => {
+        match $crate::support::services() {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+/// A test's own corner of every shared server.
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    /// Unique, lowercase, `[a-z0-9-]`: usable in keys, prefixes and names.
+    pub id: String,
+    /// Redis database index 1..=63 (database 0 is left to people poking by hand).
+    pub redis_db: u32,
+}
+
+impl Namespace {
+    pub fn new(test: &str) -> Self {
+        static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT_DB.fetch_add(1, Ordering::Relaxed);
+        let test: String = test
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .take(24)
+            .collect();
+        Self {
+            id: format!("{test}-{:08x}", fastrand::u32(..)),
+            redis_db: 1 + n % 63,
+        }
+    }
+
+    /// Prefix for Redis keys.
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.id)
+    }
+
+    /// Prefix for S3 object keys (ends with `/`).
+    pub fn s3_prefix(&self) -> String {
+        format!("{}/", self.id)
+    }
+
+    /// Mongo database name (`-` is not welcome there).
+    pub fn mongo_db(&self) -> String {
+        self.id.replace('-', "_")
+    }
+
+    /// Qdrant collection name.
+    pub fn collection(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.id.replace('-', "_"))
+    }
+}
