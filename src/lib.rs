@@ -3,14 +3,20 @@
 //! # Layout
 //! - [`config`]: raw layers (defaults, TOML, `.env`, environment) → validated [`config::Settings`].
 //! - [`resource`]: the stores, their measured [`resource::Usage`] and [`resource::Priority`].
+//! - [`plan`]: plan before delete; the per-run deletion cap.
+//! - [`audit`]: the append-only JSONL record of every applied batch.
 //! - [`queue`]: the bounded priority queue of cleanup tasks.
+//! - [`worker`]: the loops' runtime: status, backoff, load-driven intervals.
 //! - [`secret`]: values and URLs that never print.
 //!
 //! `main.rs` only parses the command line and maps errors to exit codes.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod config;
+pub mod plan;
 pub mod queue;
 pub mod resource;
 pub mod secret;
 pub mod time;
+pub mod worker;
