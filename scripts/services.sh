@@ -68,7 +68,7 @@ install_apt() {
 }
 
 install_garage() {
-  if garage --version 2>/dev/null | grep -q "v$GARAGE_VERSION"; then
+  if garage --version 2>/dev/null | grep -qE "[: v]$GARAGE_VERSION( |$)"; then
     say "garage $GARAGE_VERSION: already installed"; return
   fi
   say "garage $GARAGE_VERSION: cargo install (12-15 min on 2 cores the first time)"

@@ -136,8 +136,9 @@ impl fmt::Display for Priority {
 pub struct Usage {
     /// Keys, points, objects or documents.
     pub total_items: u64,
-    /// Bytes reported by the server (used_memory, listed object sizes, collStats size, ...).
-    pub size_bytes: u64,
+    /// Bytes reported by the server (used_memory, listed object sizes, dbStats dataSize);
+    /// `None` where the server reports none (Qdrant over gRPC): never estimated.
+    pub size_bytes: Option<u64>,
     /// Measured against the budget, 0.0 – 1.0 (may exceed 1).
     pub usage_fraction: f64,
     /// Age of the oldest item, when the store can tell.

@@ -1,0 +1,263 @@
+//! Runs sweeps under the safety model. The only path from a plan to a deletion.
+//!
+//! [`Engine::run`]: plan → cap check → (dry-run stops here) → apply batch by batch, each
+//! batch audited (fsync) right after it is applied, shutdown checked between batches → run
+//! record, metrics, log line. One run per resource at a time (a queued task and the loop
+//! never sweep the same store concurrently). Any reference-source error stops the run with
+//! nothing more deleted (`failed_closed`).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{AuditLog, AuditRecord};
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::plan::{Cap, Plan};
+use crate::resource::{Priority, Resource};
+use crate::runs::{Outcome, RunLog, RunRecord, SAMPLE_ITEMS, Trigger};
+use crate::sweep::{SweepContext, SweepError, Sweeper};
+
+/// What to run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunRequest {
+    /// The store.
+    pub resource: Resource,
+    /// Who asks.
+    pub trigger: Trigger,
+    /// Plan only (JANITOR_DRY_RUN=true forces this on).
+    pub dry_run: bool,
+    /// The task's priority: HIGH / CRITICAL use the pressure TTL.
+    pub priority: Option<Priority>,
+}
+
+/// A finished run: its record, and its plan (printed by the CLI; the API keeps the record).
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// The record kept in the run log.
+    pub record: RunRecord,
+    /// The full plan (`None` if planning failed).
+    pub plan: Option<Plan>,
+}
+
+/// The sweep runner.
+pub struct Engine {
+    settings: Arc<Settings>,
+    sweepers: [Option<Arc<dyn Sweeper>>; 3],
+    locks: [tokio::sync::Mutex<()>; 3],
+    audit: Arc<AuditLog>,
+    runs: RunLog,
+    metrics: Metrics,
+    cancel: CancellationToken,
+}
+
+impl Engine {
+    /// An engine over the configured sweepers.
+    pub fn new(
+        settings: Arc<Settings>,
+        sweepers: Vec<Arc<dyn Sweeper>>,
+        audit: Arc<AuditLog>,
+        metrics: Metrics,
+        cancel: CancellationToken,
+    ) -> Self {
+        let mut slots: [Option<Arc<dyn Sweeper>>; 3] = Default::default();
+        for s in sweepers {
+            let i = s.resource().index();
+            slots[i] = Some(s);
+        }
+        Self {
+            settings,
+            sweepers: slots,
+            locks: Default::default(),
+            audit,
+            runs: RunLog::default(),
+            metrics,
+            cancel,
+        }
+    }
+
+    /// Whether `resource` has a sweeper (its backend is configured).
+    pub fn enabled(&self, resource: Resource) -> bool {
+        self.sweepers[resource.index()].is_some()
+    }
+
+    /// The run log.
+    pub fn runs(&self) -> &RunLog {
+        &self.runs
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Runs one sweep of `req.resource` as of `now`.
+    pub async fn run(&self, req: RunRequest, now: SystemTime) -> RunResult {
+        let _one_at_a_time = self.locks[req.resource.index()].lock().await;
+        let started = tokio::time::Instant::now();
+        let safety = &self.settings.safety;
+        let pressure = req.priority.is_some_and(Priority::is_pressure);
+        let ttl = if pressure {
+            self.settings.retention.pressure_ttl(req.resource)
+        } else {
+            self.settings.retention.ttl(req.resource)
+        };
+        let ctx = SweepContext {
+            now,
+            ttl,
+            priority: req.priority,
+            cap: Cap {
+                max_fraction: safety.max_delete_fraction,
+                max_count: safety.max_delete_count,
+            },
+            cancel: self.cancel.clone(),
+        };
+        let mut record = RunRecord {
+            id: new_run_id(req.resource, now),
+            resource: req.resource,
+            trigger: req.trigger,
+            priority: req.priority,
+            dry_run: req.dry_run || safety.dry_run,
+            outcome: Outcome::Succeeded,
+            message: None,
+            started_at: now,
+            duration_secs: 0.0,
+            ttl_secs: ttl.as_secs_f64(),
+            store_items: 0,
+            planned_deletions: 0,
+            planned_expirations: 0,
+            deleted: 0,
+            expired: 0,
+            skipped: 0,
+            failed: 0,
+            notes: Vec::new(),
+            sample: Vec::new(),
+        };
+        let plan = match &self.sweepers[req.resource.index()] {
+            None => {
+                record.outcome = Outcome::Disabled;
+                record.message = Some(format!("{} is not configured", req.resource));
+                None
+            }
+            Some(sweeper) => self.plan_and_apply(sweeper.as_ref(), &ctx, &mut record).await,
+        };
+        record.duration_secs = started.elapsed().as_secs_f64();
+        self.finish(&record);
+        RunResult { record, plan }
+    }
+
+    async fn plan_and_apply(
+        &self,
+        sweeper: &dyn Sweeper,
+        ctx: &SweepContext,
+        record: &mut RunRecord,
+    ) -> Option<Plan> {
+        let plan = match sweeper.plan(ctx).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                fail(record, &e);
+                return None;
+            }
+        };
+        record.store_items = plan.store_items;
+        record.planned_deletions = plan.deletions();
+        record.planned_expirations = plan.expirations();
+        record.notes = plan.notes.clone();
+        record.sample = plan.items().take(SAMPLE_ITEMS).cloned().collect();
+        if let Err(e) = ctx.cap.check(&plan) {
+            record.outcome = Outcome::AbortedCap;
+            record.message = Some(e.to_string());
+            return Some(plan);
+        }
+        for batch in &plan.batches {
+            if self.cancel.is_cancelled() && !record.dry_run {
+                record.outcome = Outcome::Cancelled;
+                record.message = Some("shutdown: remaining batches not applied".into());
+                break;
+            }
+            let failed = if record.dry_run {
+                Vec::new()
+            } else {
+                match sweeper.apply(batch, ctx).await {
+                    Ok(applied) => {
+                        record.deleted += applied.deleted;
+                        record.expired += applied.expired;
+                        record.skipped += applied.skipped;
+                        record.failed += applied.failed.len() as u64;
+                        record.notes.extend(applied.notes);
+                        applied.failed
+                    }
+                    Err(e) => {
+                        fail(record, &e);
+                        break;
+                    }
+                }
+            };
+            let audited = self.audit.append(&AuditRecord {
+                time: SystemTime::now(),
+                run_id: &record.id,
+                resource: record.resource,
+                dry_run: record.dry_run,
+                batch,
+                failed: &failed,
+            });
+            if let Err(e) = audited {
+                // no trail, no deletions: stop here
+                record.outcome = Outcome::Failed;
+                record.message = Some(e.to_string());
+                break;
+            }
+        }
+        if record.dry_run && record.outcome == Outcome::Succeeded {
+            record.outcome = Outcome::DryRun;
+        }
+        Some(plan)
+    }
+
+    fn finish(&self, r: &RunRecord) {
+        let name = r.resource.name();
+        self.metrics
+            .record_run(name, r.outcome, r.deleted, r.expired, r.duration_secs);
+        match r.outcome {
+            Outcome::AbortedCap => tracing::error!(
+                run_id = %r.id, resource = name, planned = r.planned_deletions,
+                message = r.message.as_deref().unwrap_or_default(),
+                "sweep aborted: plan above the deletion cap, nothing applied"
+            ),
+            Outcome::FailedClosed | Outcome::Failed => tracing::warn!(
+                run_id = %r.id, resource = name, outcome = r.outcome.as_str(),
+                deleted = r.deleted, message = r.message.as_deref().unwrap_or_default(),
+                "sweep failed"
+            ),
+            _ => tracing::info!(
+                run_id = %r.id, resource = name, outcome = r.outcome.as_str(),
+                trigger = ?r.trigger, dry_run = r.dry_run, planned = r.planned_deletions,
+                deleted = r.deleted, expired = r.expired, skipped = r.skipped, failed = r.failed,
+                secs = r.duration_secs, "sweep finished"
+            ),
+        }
+        self.runs.push(r.clone());
+    }
+}
+
+fn fail(record: &mut RunRecord, e: &SweepError) {
+    record.outcome = match e {
+        SweepError::Backend(_) => Outcome::Failed,
+        SweepError::ReferenceUnavailable(_) | SweepError::Refused(_) => Outcome::FailedClosed,
+    };
+    record.message = Some(e.to_string());
+}
+
+/// `redis-20261122T140102-3fa9c1`: sortable, unique enough, readable in logs.
+fn new_run_id(resource: Resource, now: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .replace(['-', ':'], "")
+        .trim_end_matches('Z')
+        .to_string();
+    format!("{}-{stamp}-{:06x}", resource.name(), fastrand::u32(..0x100_0000))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! The safety model around any sweeper, with a test double that records what it was asked.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::*;
+use crate::config::{Sources, load};
+use crate::plan::{Action, Batch, PlannedItem};
+use crate::sweep::Applied;
+
+/// Plans `batches` batches of `per_batch` deletions in a store of `store` items; fails
+/// applying batch number `fail_at` with `error`.
+struct Fake {
+    store: u64,
+    batches: usize,
+    per_batch: usize,
+    fail_at: Option<(usize, SweepError)>,
+    cancel_after_first: Option<CancellationToken>,
+    applied: Mutex<Vec<String>>,
+    seen_ttl: Mutex<Option<Duration>>,
+}
+
+impl Fake {
+    fn new(store: u64, batches: usize, per_batch: usize) -> Self {
+        Self {
+            store,
+            batches,
+            per_batch,
+            fail_at: None,
+            cancel_after_first: None,
+            applied: Mutex::default(),
+            seen_ttl: Mutex::default(),
+        }
+    }
+}
+
+impl Sweeper for Fake {
+    fn resource(&self) -> Resource {
+        Resource::Redis
+    }
+
+    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>> {
+        *self.seen_ttl.lock().unwrap() = Some(ctx.ttl);
+        let mut plan = Plan::new(Resource::Redis, ctx.ttl);
+        plan.store_items = self.store;
+        for b in 0..self.batches {
+            plan.batches.push(Batch {
+                target: "all".into(),
+                reason: format!("batch {b}"),
+                items: (0..self.per_batch)
+                    .map(|i| PlannedItem {
+                        id: format!("k{b}-{i}"),
+                        action: Action::Delete,
+                    })
+                    .collect(),
+            });
+        }
+        async move { Ok(plan) }.boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        batch: &'a Batch,
+        _: &'a SweepContext,
+    ) -> BoxFuture<'a, Result<Applied, SweepError>> {
+        async move {
+            let n = {
+                let mut applied = self.applied.lock().unwrap();
+                applied.push(batch.reason.clone());
+                applied.len()
+            };
+            if let Some((at, err)) = &self.fail_at {
+                if *at == n {
+                    return Err(err.clone());
+                }
+            }
+            if let Some(cancel) = &self.cancel_after_first {
+                cancel.cancel();
+            }
+            Ok(Applied {
+                deleted: batch.items.len() as u64,
+                ..Applied::default()
+            })
+        }
+        .boxed()
+    }
+}
+
+struct Harness {
+    engine: Engine,
+    fake: Arc<Fake>,
+    audit_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn harness(fake: Fake, env: &[(&str, &str)], cancel: CancellationToken) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let mut environment: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    environment.push(("JANITOR_AUDIT_LOG".into(), audit_path.display().to_string()));
+    let settings = Arc::new(
+        load(&Sources {
+            environment,
+            ..Sources::default()
+        })
+        .unwrap(),
+    );
+    let fake = Arc::new(fake);
+    let audit = Arc::new(AuditLog::open(&audit_path).unwrap());
+    let engine = Engine::new(settings, vec![fake.clone()], audit, Metrics::new(), cancel);
+    Harness {
+        engine,
+        fake,
+        audit_path,
+        _dir: dir,
+    }
+}
+
+fn request(dry_run: bool, priority: Option<Priority>) -> RunRequest {
+    RunRequest {
+        resource: Resource::Redis,
+        trigger: Trigger::Cli,
+        dry_run,
+        priority,
+    }
+}
+
+fn audit_lines(h: &Harness) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(&h.audit_path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn applies_every_batch_and_audits_each() {
+    let h = harness(Fake::new(100, 3, 5), &[], CancellationToken::new());
+    let r = h.engine.run(request(false, None), SystemTime::now()).await.record;
+    assert_eq!((r.outcome, r.deleted, r.planned_deletions), (Outcome::Succeeded, 15, 15));
+    assert_eq!(h.fake.applied.lock().unwrap().len(), 3);
+    let lines = audit_lines(&h);
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l["run_id"] == r.id.as_str() && l["dry_run"] == false));
+    assert_eq!(h.engine.runs().list()[0].id, r.id);
+}
+
+#[tokio::test]
+async fn dry_run_applies_nothing_and_reports_the_plan() {
+    for (dry, env) in [(true, vec![]), (false, vec![("JANITOR_DRY_RUN", "true")])] {
+        let h = harness(Fake::new(100, 2, 5), &env, CancellationToken::new());
+        let result = h.engine.run(request(dry, None), SystemTime::now()).await;
+        assert_eq!(result.record.outcome, Outcome::DryRun);
+        assert_eq!(result.record.deleted, 0);
+        assert_eq!(result.plan.unwrap().deletions(), 10);
+        assert!(h.fake.applied.lock().unwrap().is_empty(), "nothing applied");
+        assert!(audit_lines(&h).iter().all(|l| l["dry_run"] == true));
+    }
+}
+
+#[tokio::test]
+async fn plan_above_the_cap_is_not_applied() {
+    // 30 of 100 > 25 %
+    let h = harness(Fake::new(100, 3, 10), &[], CancellationToken::new());
+    let r = h.engine.run(request(false, None), SystemTime::now()).await.record;
+    assert_eq!(r.outcome, Outcome::AbortedCap);
+    assert!(r.message.unwrap().contains("30 of 100"));
+    assert!(h.fake.applied.lock().unwrap().is_empty());
+    assert!(audit_lines(&h).is_empty());
+    // the absolute cap too
+    let h = harness(Fake::new(1_000_000, 1, 11), &[("JANITOR_MAX_DELETE_COUNT", "10")], CancellationToken::new());
+    assert_eq!(h.engine.run(request(false, None), SystemTime::now()).await.record.outcome, Outcome::AbortedCap);
+}
+
+#[tokio::test]
+async fn reference_failure_stops_the_run_closed() {
+    let mut fake = Fake::new(100, 3, 5);
+    fake.fail_at = Some((2, SweepError::ReferenceUnavailable("mongodb: timed out".into())));
+    let h = harness(fake, &[], CancellationToken::new());
+    let r = h.engine.run(request(false, None), SystemTime::now()).await.record;
+    assert_eq!(r.outcome, Outcome::FailedClosed);
+    assert_eq!(r.deleted, 5, "only the batch before the failure");
+    assert_eq!(h.fake.applied.lock().unwrap().len(), 2, "no batch after the failure");
+    assert_eq!(audit_lines(&h).len(), 1, "the failed batch is not audited as applied");
+}
+
+#[tokio::test]
+async fn backend_failure_is_failed_not_closed() {
+    let mut fake = Fake::new(100, 2, 5);
+    fake.fail_at = Some((1, SweepError::Backend(crate::backend::BackendError::request("redis", "broken pipe"))));
+    let h = harness(fake, &[], CancellationToken::new());
+    let r = h.engine.run(request(false, None), SystemTime::now()).await.record;
+    assert_eq!(r.outcome, Outcome::Failed);
+    assert_eq!(r.message.as_deref(), Some("redis: broken pipe"));
+}
+
+#[tokio::test]
+async fn shutdown_stops_between_batches() {
+    let cancel = CancellationToken::new();
+    let mut fake = Fake::new(100, 4, 5);
+    fake.cancel_after_first = Some(cancel.clone());
+    let h = harness(fake, &[], cancel);
+    let r = h.engine.run(request(false, None), SystemTime::now()).await.record;
+    assert_eq!(r.outcome, Outcome::Cancelled);
+    assert_eq!(r.deleted, 5);
+    assert_eq!(audit_lines(&h).len(), 1, "the finished batch is audited");
+}
+
+#[tokio::test]
+async fn pressure_tasks_use_the_pressure_ttl() {
+    let h = harness(Fake::new(100, 0, 0), &[("JANITOR_REDIS_PRESSURE_TTL_HOURS", "0.25")], CancellationToken::new());
+    h.engine.run(request(true, Some(Priority::Medium)), SystemTime::now()).await;
+    assert_eq!(*h.fake.seen_ttl.lock().unwrap(), Some(Duration::from_secs(3600)));
+    h.engine.run(request(true, Some(Priority::Critical)), SystemTime::now()).await;
+    assert_eq!(*h.fake.seen_ttl.lock().unwrap(), Some(Duration::from_secs(900)));
+}
+
+#[tokio::test]
+async fn unconfigured_resource_is_disabled() {
+    let h = harness(Fake::new(1, 0, 0), &[], CancellationToken::new());
+    let mut req = request(false, None);
+    req.resource = Resource::S3;
+    let r = h.engine.run(req, SystemTime::now()).await;
+    assert_eq!(r.record.outcome, Outcome::Disabled);
+    assert!(!r.record.outcome.is_success());
+}

@@ -1,0 +1,209 @@
+//! Prometheus metrics (`GET /metrics`), through the prometheus-client crate.
+//!
+//! Usage per resource, items deleted, run outcomes and durations, queue size, worker state:
+//! what an alert on "critical despite cleanup" or "runs failing closed" needs.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::resource::{Priority, Usage};
+use crate::runs::Outcome;
+use crate::worker::WorkerStatus;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabel {
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    resource: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+    state: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The daemon's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    usage: Family<ResourceLabel, FloatGauge>,
+    items: Family<ResourceLabel, Gauge>,
+    bytes: Family<ResourceLabel, Gauge>,
+    priority: Family<ResourceLabel, Gauge>,
+    measure_errors: Family<ResourceLabel, Counter>,
+    deleted: Family<ResourceLabel, Counter>,
+    expired: Family<ResourceLabel, Counter>,
+    runs: Family<RunLabels, Counter>,
+    duration: Family<ResourceLabel, Histogram>,
+    emergency: Family<ResourceLabel, Counter>,
+    queue_size: Gauge,
+    worker_state: Family<WorkerLabels, Gauge>,
+    worker_failures: Family<ResourceLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let m = Metrics {
+            registry: Arc::default(),
+            usage: Family::default(),
+            items: Family::default(),
+            bytes: Family::default(),
+            priority: Family::default(),
+            measure_errors: Family::default(),
+            deleted: Family::default(),
+            expired: Family::default(),
+            runs: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.01, 4.0, 10))
+            }),
+            emergency: Family::default(),
+            queue_size: Gauge::default(),
+            worker_state: Family::default(),
+            worker_failures: Family::default(),
+        };
+        r.register("janitor_resource_usage_ratio", "Measured usage against the budget (1 = full)", m.usage.clone());
+        r.register("janitor_resource_items", "Items in the store (keys, points, objects, documents)", m.items.clone());
+        r.register("janitor_resource_bytes", "Bytes the store reports (absent where it reports none)", m.bytes.clone());
+        r.register("janitor_resource_priority", "Cleanup priority: 0 LOW, 1 MEDIUM, 2 HIGH, 3 CRITICAL", m.priority.clone());
+        r.register("janitor_measure_errors", "Failed measurements", m.measure_errors.clone());
+        r.register("janitor_items_deleted", "Items deleted", m.deleted.clone());
+        r.register("janitor_items_expired", "Items given a TTL", m.expired.clone());
+        r.register("janitor_runs", "Sweep runs by outcome", m.runs.clone());
+        r.register("janitor_run_duration_seconds", "Sweep run duration", m.duration.clone());
+        r.register("janitor_emergency_cleanups", "CRITICAL cleanup tasks run at once", m.emergency.clone());
+        r.register("janitor_queue_size", "Pending cleanup tasks", m.queue_size.clone());
+        r.register("janitor_worker_state", "1 for the state each worker is in", m.worker_state.clone());
+        r.register("janitor_worker_consecutive_failures", "Failures in a row per worker", m.worker_failures.clone());
+        Metrics {
+            registry: Arc::new(r),
+            ..m
+        }
+    }
+
+    fn label(resource: &str) -> ResourceLabel {
+        ResourceLabel {
+            resource: resource.to_string(),
+        }
+    }
+
+    /// A measurement of `resource` (seed key: redis, qdrant, minio, mongodb).
+    pub fn record_usage(&self, resource: &str, usage: &Usage, priority: Priority) {
+        let l = Self::label(resource);
+        self.usage.get_or_create(&l).set(usage.usage_fraction);
+        self.items.get_or_create(&l).set(usage.total_items as i64);
+        if let Some(b) = usage.size_bytes {
+            self.bytes.get_or_create(&l).set(b as i64);
+        }
+        self.priority.get_or_create(&l).set(priority as i64);
+    }
+
+    /// A failed measurement.
+    pub fn record_measure_error(&self, resource: &str) {
+        self.measure_errors.get_or_create(&Self::label(resource)).inc();
+    }
+
+    /// A finished run.
+    pub fn record_run(&self, resource: &str, outcome: Outcome, deleted: u64, expired: u64, secs: f64) {
+        let l = Self::label(resource);
+        self.deleted.get_or_create(&l).inc_by(deleted);
+        self.expired.get_or_create(&l).inc_by(expired);
+        self.duration.get_or_create(&l).observe(secs);
+        self.runs
+            .get_or_create(&RunLabels {
+                resource: resource.to_string(),
+                outcome: outcome.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    /// A CRITICAL task run at once.
+    pub fn record_emergency(&self, resource: &str) {
+        self.emergency.get_or_create(&Self::label(resource)).inc();
+    }
+
+    /// The queue's size.
+    pub fn set_queue_size(&self, n: usize) {
+        self.queue_size.set(n as i64);
+    }
+
+    /// Worker states (one series per worker and state, 1 for the current one).
+    pub fn record_workers(&self, workers: &[WorkerStatus]) {
+        for w in workers {
+            for state in ["busy", "idle", "throttled", "failed"] {
+                let current = serde_json::to_value(w.state).ok();
+                let on = current.as_ref().and_then(|v| v.as_str()) == Some(state);
+                self.worker_state
+                    .get_or_create(&WorkerLabels {
+                        worker: w.name.clone(),
+                        state: state.to_string(),
+                    })
+                    .set(i64::from(on));
+            }
+            self.worker_failures
+                .get_or_create(&Self::label(&w.name))
+                .set(i64::from(w.consecutive_failures));
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_usage_runs_and_queue() {
+        let m = Metrics::new();
+        let usage = Usage {
+            total_items: 10,
+            size_bytes: Some(2048),
+            usage_fraction: 0.8,
+            oldest_age_hours: None,
+        };
+        m.record_usage("redis", &usage, Priority::High);
+        m.record_run("redis", Outcome::AbortedCap, 0, 0, 0.5);
+        m.record_run("redis", Outcome::Succeeded, 7, 3, 0.2);
+        m.set_queue_size(2);
+        let text = m.encode();
+        for line in [
+            "janitor_resource_usage_ratio{resource=\"redis\"} 0.8",
+            "janitor_resource_bytes{resource=\"redis\"} 2048",
+            "janitor_resource_priority{resource=\"redis\"} 2",
+            "janitor_items_deleted_total{resource=\"redis\"} 7",
+            "janitor_runs_total{resource=\"redis\",outcome=\"aborted_cap\"} 1",
+            "janitor_queue_size 2",
+            "janitor_run_duration_seconds_count{resource=\"redis\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Run records: what each sweep did, kept for the admin API (the last 100).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::plan::PlannedItem;
+use crate::resource::{Priority, Resource};
+
+/// Runs kept in memory for `GET /api/resources/runs`.
+pub const KEPT_RUNS: usize = 100;
+/// Planned items kept in a run record (the audit log has them all).
+pub const SAMPLE_ITEMS: usize = 20;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Applied (possibly with per-item failures, counted in `failed`).
+    Succeeded,
+    /// Planned only (`--dry-run`, `JANITOR_DRY_RUN`).
+    DryRun,
+    /// The plan was above the deletion cap: nothing applied.
+    AbortedCap,
+    /// The reference source failed or the sweep refused: nothing (more) deleted.
+    FailedClosed,
+    /// The store failed.
+    Failed,
+    /// Shutdown stopped the run between batches.
+    Cancelled,
+    /// The backend is not configured.
+    Disabled,
+}
+
+impl Outcome {
+    /// Name used in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::DryRun => "dry_run",
+            Outcome::AbortedCap => "aborted_cap",
+            Outcome::FailedClosed => "failed_closed",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Disabled => "disabled",
+        }
+    }
+
+    /// Whether the CLI exits 0.
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Succeeded | Outcome::DryRun)
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The resource's loop.
+    Schedule,
+    /// A task from the priority queue.
+    Queue,
+    /// `POST /api/resources/cleanup`.
+    Api,
+    /// `janitor sweep --once`.
+    Cli,
+}
+
+/// One run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// Unique id (also in the audit log).
+    pub id: String,
+    /// The store.
+    pub resource: Resource,
+    /// What started it.
+    pub trigger: Trigger,
+    /// The priority of its task, if any.
+    pub priority: Option<Priority>,
+    /// Whether it only planned.
+    pub dry_run: bool,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why it ended that way (errors, cap, refusal), one line.
+    pub message: Option<String>,
+    /// When it started.
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub started_at: SystemTime,
+    /// How long it took.
+    pub duration_secs: f64,
+    /// The TTL used.
+    pub ttl_secs: f64,
+    /// Items in the store when planning.
+    pub store_items: u64,
+    /// Deletions planned.
+    pub planned_deletions: u64,
+    /// TTLs planned.
+    pub planned_expirations: u64,
+    /// Items deleted (as reported by the store).
+    pub deleted: u64,
+    /// Items given a TTL.
+    pub expired: u64,
+    /// Items skipped because they changed since planning.
+    pub skipped: u64,
+    /// Items the store failed to delete.
+    pub failed: u64,
+    /// Backend facts (missing indexes, bytes freed, dangling references, ...).
+    pub notes: Vec<String>,
+    /// The first planned items.
+    pub sample: Vec<PlannedItem>,
+}
+
+/// The last [`KEPT_RUNS`] runs, newest first.
+#[derive(Debug, Default)]
+pub struct RunLog(Mutex<VecDeque<RunRecord>>);
+
+impl RunLog {
+    /// Records a finished run.
+    pub fn push(&self, run: RunRecord) {
+        let mut runs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if runs.len() == KEPT_RUNS {
+            runs.pop_back();
+        }
+        runs.push_front(run);
+    }
+
+    /// The kept runs, newest first.
+    pub fn list(&self) -> Vec<RunRecord> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}

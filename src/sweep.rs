@@ -1,0 +1,77 @@
+//! What a backend's sweeper implements, and the errors that decide a run's outcome.
+//!
+//! A sweeper only plans and applies batches; the [`crate::engine`] owns the safety model
+//! around it (cap, dry-run, audit, shutdown between batches, run records), so no backend can
+//! skip a step.
+
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::BackendError;
+use crate::plan::{Batch, Cap, Plan};
+use crate::resource::{Priority, Resource};
+
+/// What a sweeper plans and applies with.
+#[derive(Debug, Clone)]
+pub struct SweepContext {
+    /// "Now" for every age computation of this run.
+    pub now: SystemTime,
+    /// The TTL in force (normal, or the pressure TTL for HIGH / CRITICAL tasks).
+    pub ttl: Duration,
+    /// The priority of the task that asked for the run, if any.
+    pub priority: Option<Priority>,
+    /// The deletion cap: planners stop collecting past [`Cap::planning_limit`].
+    pub cap: Cap,
+    /// The daemon's shutdown: long planning passes stop early when it fires.
+    pub cancel: CancellationToken,
+}
+
+/// What applying one batch did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// Items removed.
+    pub deleted: u64,
+    /// Items given a TTL.
+    pub expired: u64,
+    /// Items skipped because they changed since planning (e.g. a key that got a TTL).
+    pub skipped: u64,
+    /// Items the backend reported as failed.
+    pub failed: Vec<String>,
+    /// Backend facts worth reporting (bytes freed, ...).
+    pub notes: Vec<String>,
+}
+
+/// Why a sweep could not go on. The variant decides the run's outcome.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SweepError {
+    /// The store failed: the run is `failed`, the worker backs off.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The reference source (MongoDB) errored or timed out: nothing may be deleted, the run
+    /// is `failed_closed`.
+    #[error("reference source unavailable, nothing deleted: {0}")]
+    ReferenceUnavailable(String),
+    /// The sweep refuses to run as configured (empty reference collection, unindexed
+    /// filter on a large collection, ...): `failed_closed`.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// A backend's sweep: plan everything, then apply batch by batch.
+pub trait Sweeper: Send + Sync + 'static {
+    /// The resource it sweeps.
+    fn resource(&self) -> Resource;
+
+    /// Plans the run: reads the store (and reference source), deletes nothing.
+    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>>;
+
+    /// Applies one batch of the plan. Must re-check what can have changed since planning
+    /// (a Redis key that got a TTL) and be idempotent (a batch may be retried).
+    fn apply<'a>(
+        &'a self,
+        batch: &'a Batch,
+        ctx: &'a SweepContext,
+    ) -> BoxFuture<'a, Result<Applied, SweepError>>;
+}
