@@ -76,15 +76,13 @@ install_garage() {
 }
 
 install_secantus() {
-  if command -v secantusd-rs >/dev/null && [ -f "$CACHE/secantus.version" ] &&
-    [ "$(cat "$CACHE/secantus.version")" = "$SECANTUS_VERSION" ]; then
+  if secantusd-rs --version 2>/dev/null | grep -qF "$SECANTUS_VERSION"; then
     say "secantusd-rs $SECANTUS_VERSION: already installed"; return
   fi
   say "secantusd-rs $SECANTUS_VERSION: cargo install (about 9 min on 2 cores the first time)"
   # It declares rust-version 1.98 but builds and runs on 1.95. A separate process only:
   # never a dev-dependency (GPL).
   cargo install secantus-mdb --version "$SECANTUS_VERSION" --ignore-rust-version --locked --quiet
-  mkdir -p "$CACHE" && echo "$SECANTUS_VERSION" >"$CACHE/secantus.version"
 }
 
 install_venv() {
@@ -167,7 +165,7 @@ EOF
   start garage "$dir/garage.log" "${pre[@]}" env GARAGE_DEFAULT_ACCESS_KEY="$key" \
     GARAGE_DEFAULT_SECRET_KEY="$secret" GARAGE_DEFAULT_BUCKET=janitor-test RUST_LOG=warn \
     garage -c "$dir/garage.toml" server --single-node --default-bucket
-  wait_for garage 30 curl -fsS -o /dev/null "http://127.0.0.1:$admin/health"
+  wait_for garage 30 curl -fs -o /dev/null "http://127.0.0.1:$admin/health"
   cat >>"$ENV_FILE.tmp" <<EOF
 S3_ENDPOINT=http://127.0.0.1:$s3
 S3_BUCKET=janitor-test

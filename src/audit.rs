@@ -147,8 +147,10 @@ mod tests {
         })
         .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3);
         let first = &lines[0];
         assert_eq!(first["time"], "1970-01-01T00:00:00Z");
@@ -157,7 +159,10 @@ mod tests {
         assert_eq!(first["dry_run"], true);
         assert_eq!(first["target"], "doc_segments:*");
         assert_eq!(first["reason"], "no TTL, idle >= 1h");
-        assert_eq!(first["items"][0], serde_json::json!({"id": "doc_segments:1", "action": "delete"}));
+        assert_eq!(
+            first["items"][0],
+            serde_json::json!({"id": "doc_segments:1", "action": "delete"})
+        );
         assert_eq!(
             first["items"][1],
             serde_json::json!({"id": "doc_segments:2", "action": "expire", "ttl_secs": 3600})

@@ -20,8 +20,11 @@ use crate::runs::{Outcome, RunLog, RunRecord, SAMPLE_ITEMS, Trigger};
 use crate::sweep::{SweepContext, SweepError, Sweeper};
 
 /// What to run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunRequest {
+    /// The run's id, when the caller needs it before the run ends (the API's 202); else
+    /// one is made.
+    pub id: Option<String>,
     /// The store.
     pub resource: Resource,
     /// Who asks.
@@ -114,7 +117,7 @@ impl Engine {
             cancel: self.cancel.clone(),
         };
         let mut record = RunRecord {
-            id: new_run_id(req.resource, now),
+            id: req.id.clone().unwrap_or_else(|| run_id(req.resource, now)),
             resource: req.resource,
             trigger: req.trigger,
             priority: req.priority,
@@ -140,7 +143,10 @@ impl Engine {
                 record.message = Some(format!("{} is not configured", req.resource));
                 None
             }
-            Some(sweeper) => self.plan_and_apply(sweeper.as_ref(), &ctx, &mut record).await,
+            Some(sweeper) => {
+                self.plan_and_apply(sweeper.as_ref(), &ctx, &mut record)
+                    .await
+            }
         };
         record.duration_secs = started.elapsed().as_secs_f64();
         self.finish(&record);
@@ -250,13 +256,17 @@ fn fail(record: &mut RunRecord, e: &SweepError) {
 }
 
 /// `redis-20261122T140102-3fa9c1`: sortable, unique enough, readable in logs.
-fn new_run_id(resource: Resource, now: SystemTime) -> String {
+pub fn run_id(resource: Resource, now: SystemTime) -> String {
     let stamp = humantime::format_rfc3339_seconds(now)
         .to_string()
         .replace(['-', ':'], "")
         .trim_end_matches('Z')
         .to_string();
-    format!("{}-{stamp}-{:06x}", resource.name(), fastrand::u32(..0x100_0000))
+    format!(
+        "{}-{stamp}-{:06x}",
+        resource.name(),
+        fastrand::u32(..0x100_0000)
+    )
 }
 
 #[cfg(test)]

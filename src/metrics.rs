@@ -83,19 +83,63 @@ impl Metrics {
             worker_state: Family::default(),
             worker_failures: Family::default(),
         };
-        r.register("janitor_resource_usage_ratio", "Measured usage against the budget (1 = full)", m.usage.clone());
-        r.register("janitor_resource_items", "Items in the store (keys, points, objects, documents)", m.items.clone());
-        r.register("janitor_resource_bytes", "Bytes the store reports (absent where it reports none)", m.bytes.clone());
-        r.register("janitor_resource_priority", "Cleanup priority: 0 LOW, 1 MEDIUM, 2 HIGH, 3 CRITICAL", m.priority.clone());
-        r.register("janitor_measure_errors", "Failed measurements", m.measure_errors.clone());
+        r.register(
+            "janitor_resource_usage_ratio",
+            "Measured usage against the budget (1 = full)",
+            m.usage.clone(),
+        );
+        r.register(
+            "janitor_resource_items",
+            "Items in the store (keys, points, objects, documents)",
+            m.items.clone(),
+        );
+        r.register(
+            "janitor_resource_bytes",
+            "Bytes the store reports (absent where it reports none)",
+            m.bytes.clone(),
+        );
+        r.register(
+            "janitor_resource_priority",
+            "Cleanup priority: 0 LOW, 1 MEDIUM, 2 HIGH, 3 CRITICAL",
+            m.priority.clone(),
+        );
+        r.register(
+            "janitor_measure_errors",
+            "Failed measurements",
+            m.measure_errors.clone(),
+        );
         r.register("janitor_items_deleted", "Items deleted", m.deleted.clone());
-        r.register("janitor_items_expired", "Items given a TTL", m.expired.clone());
+        r.register(
+            "janitor_items_expired",
+            "Items given a TTL",
+            m.expired.clone(),
+        );
         r.register("janitor_runs", "Sweep runs by outcome", m.runs.clone());
-        r.register("janitor_run_duration_seconds", "Sweep run duration", m.duration.clone());
-        r.register("janitor_emergency_cleanups", "CRITICAL cleanup tasks run at once", m.emergency.clone());
-        r.register("janitor_queue_size", "Pending cleanup tasks", m.queue_size.clone());
-        r.register("janitor_worker_state", "1 for the state each worker is in", m.worker_state.clone());
-        r.register("janitor_worker_consecutive_failures", "Failures in a row per worker", m.worker_failures.clone());
+        r.register(
+            "janitor_run_duration_seconds",
+            "Sweep run duration",
+            m.duration.clone(),
+        );
+        r.register(
+            "janitor_emergency_cleanups",
+            "CRITICAL cleanup tasks run at once",
+            m.emergency.clone(),
+        );
+        r.register(
+            "janitor_queue_size",
+            "Pending cleanup tasks",
+            m.queue_size.clone(),
+        );
+        r.register(
+            "janitor_worker_state",
+            "1 for the state each worker is in",
+            m.worker_state.clone(),
+        );
+        r.register(
+            "janitor_worker_consecutive_failures",
+            "Failures in a row per worker",
+            m.worker_failures.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             ..m
@@ -121,11 +165,20 @@ impl Metrics {
 
     /// A failed measurement.
     pub fn record_measure_error(&self, resource: &str) {
-        self.measure_errors.get_or_create(&Self::label(resource)).inc();
+        self.measure_errors
+            .get_or_create(&Self::label(resource))
+            .inc();
     }
 
     /// A finished run.
-    pub fn record_run(&self, resource: &str, outcome: Outcome, deleted: u64, expired: u64, secs: f64) {
+    pub fn record_run(
+        &self,
+        resource: &str,
+        outcome: Outcome,
+        deleted: u64,
+        expired: u64,
+        secs: f64,
+    ) {
         let l = Self::label(resource);
         self.deleted.get_or_create(&l).inc_by(deleted);
         self.expired.get_or_create(&l).inc_by(expired);

@@ -114,7 +114,9 @@ pub struct Cap {
 
 /// A plan the cap refuses.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("plan deletes {deletions} of {store_items} items, above the cap ({limit} = min({max_count}, {max_fraction} of the store))")]
+#[error(
+    "plan deletes {deletions} of {store_items} items, above the cap ({limit} = min({max_count}, {max_fraction} of the store))"
+)]
 pub struct CapExceeded {
     /// Deletions planned.
     pub deletions: u64,
@@ -199,7 +201,10 @@ mod tests {
     #[test]
     fn absolute_cap_applies_to_big_stores() {
         assert!(CAP.check(&plan(1_000_000, 1000, 0)).is_ok());
-        assert_eq!(CAP.check(&plan(1_000_000, 1001, 0)).unwrap_err().limit, 1000);
+        assert_eq!(
+            CAP.check(&plan(1_000_000, 1001, 0)).unwrap_err().limit,
+            1000
+        );
     }
 
     #[test]

@@ -128,7 +128,11 @@ impl CleanupQueue {
 
     /// Removes and returns the most urgent task (oldest among equals).
     pub fn pop(&mut self) -> Option<CleanupTask> {
-        let (best, _) = self.tasks.iter().enumerate().min_by_key(|(_, t)| t.rank())?;
+        let (best, _) = self
+            .tasks
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, t)| t.rank())?;
         Some(self.tasks.swap_remove(best))
     }
 
@@ -167,7 +171,13 @@ mod tests {
     use Resource::*;
 
     fn task(p: Priority, r: Resource, target: &str) -> CleanupTask {
-        CleanupTask::new(p, r, target, SystemTime::UNIX_EPOCH, format!("{p} {target}"))
+        CleanupTask::new(
+            p,
+            r,
+            target,
+            SystemTime::UNIX_EPOCH,
+            format!("{p} {target}"),
+        )
     }
 
     fn order(q: &mut CleanupQueue) -> Vec<(Priority, String)> {
@@ -209,7 +219,10 @@ mod tests {
         let first = q.pop().unwrap();
         // both CRITICAL now; Redis was queued first
         assert_eq!((first.resource, first.priority), (Redis, Critical));
-        assert_eq!(first.reason, "CRITICAL all", "the escalation's reason is kept");
+        assert_eq!(
+            first.reason, "CRITICAL all",
+            "the escalation's reason is kept"
+        );
         // a different target of the same resource is its own task
         assert_eq!(q.push(task(High, Qdrant, "docs")), Pushed::Queued);
         assert_eq!(q.len(), 2);
@@ -221,7 +234,10 @@ mod tests {
         q.push(task(High, Redis, "a"));
         q.push(task(High, Qdrant, "b"));
         assert_eq!(q.push(task(High, S3, "c")), Pushed::Rejected);
-        assert_eq!(q.push(task(Critical, S3, "d")), Pushed::Evicted(Qdrant, "b".into()));
+        assert_eq!(
+            q.push(task(Critical, S3, "d")),
+            Pushed::Evicted(Qdrant, "b".into())
+        );
         assert_eq!(q.len(), 2);
         assert_eq!(order(&mut q), [(Critical, "d".into()), (High, "a".into())]);
     }

@@ -239,14 +239,27 @@ mod tests {
         assert_eq!(d(Priority::Low), (HOUR, WorkerState::Idle));
         assert_eq!(d(Priority::Medium), (HOUR, WorkerState::Idle));
         assert_eq!(d(Priority::High), (HOUR / 4, WorkerState::Throttled));
-        assert_eq!(d(Priority::Critical), (CRITICAL_PAUSE, WorkerState::Throttled));
+        assert_eq!(
+            d(Priority::Critical),
+            (CRITICAL_PAUSE, WorkerState::Throttled)
+        );
     }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_ignores_pressure() {
-        let d = |n| next_delay(HOUR, Priority::Critical, n, &SCHEDULE, 0.0).0.as_secs();
-        assert_eq!([d(1), d(2), d(3), d(4), d(5), d(6), d(40)], [2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(next_delay(HOUR, Priority::Low, 1, &SCHEDULE, 0.0).1, WorkerState::Failed);
+        let d = |n| {
+            next_delay(HOUR, Priority::Critical, n, &SCHEDULE, 0.0)
+                .0
+                .as_secs()
+        };
+        assert_eq!(
+            [d(1), d(2), d(3), d(4), d(5), d(6), d(40)],
+            [2, 4, 8, 16, 32, 60, 60]
+        );
+        assert_eq!(
+            next_delay(HOUR, Priority::Low, 1, &SCHEDULE, 0.0).1,
+            WorkerState::Failed
+        );
     }
 
     #[test]
@@ -256,7 +269,10 @@ mod tests {
             ..SCHEDULE
         };
         assert_eq!(next_delay(HOUR, Priority::Low, 0, &s, 0.0).0, HOUR);
-        assert_eq!(next_delay(HOUR, Priority::Low, 0, &s, 1.0).0, HOUR.mul_f64(1.1));
+        assert_eq!(
+            next_delay(HOUR, Priority::Low, 0, &s, 1.0).0,
+            HOUR.mul_f64(1.1)
+        );
     }
 
     /// Counts its units; fails while `fail_until` is above the count; reports a pressure.
@@ -286,7 +302,15 @@ mod tests {
         }
     }
 
-    fn spawn_probe(fail_until: u32) -> (Arc<AtomicU32>, Arc<Mutex<Priority>>, Registry, CancellationToken, tokio::task::JoinHandle<()>) {
+    fn spawn_probe(
+        fail_until: u32,
+    ) -> (
+        Arc<AtomicU32>,
+        Arc<Mutex<Priority>>,
+        Registry,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let count = Arc::new(AtomicU32::new(0));
         let pressure = Arc::new(Mutex::new(Priority::Low));
         let registry = Registry::default();
@@ -334,13 +358,21 @@ mod tests {
         for _ in 0..12 {
             advance(CRITICAL_PAUSE).await;
         }
-        assert_eq!(count.load(Ordering::SeqCst), before + 12, "back to back at CRITICAL");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            before + 12,
+            "back to back at CRITICAL"
+        );
 
         *pressure.lock().unwrap() = Priority::Low;
         advance(CRITICAL_PAUSE).await;
         let before = count.load(Ordering::SeqCst);
         advance(HOUR / 2).await;
-        assert_eq!(count.load(Ordering::SeqCst), before, "back to the normal interval");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            before,
+            "back to the normal interval"
+        );
         cancel.cancel();
         handle.await.unwrap();
     }
@@ -359,7 +391,10 @@ mod tests {
         assert_eq!(registry.get("probe").unwrap().consecutive_failures, 3);
         advance(Duration::from_secs(8)).await; // 8 s: succeeds
         let status = registry.get("probe").unwrap();
-        assert_eq!((status.state, status.consecutive_failures), (WorkerState::Idle, 0));
+        assert_eq!(
+            (status.state, status.consecutive_failures),
+            (WorkerState::Idle, 0)
+        );
         assert_eq!(status.last_error, None);
         assert_eq!(status.last_result.as_deref(), Some("unit 4"));
         assert_eq!(status.runs, 4);

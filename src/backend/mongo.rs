@@ -49,8 +49,12 @@ impl Mongo {
     /// Documents and data size of the database (`dbStats`). MongoDB has no budget: its
     /// usage is reported, never acted on.
     pub async fn measure(&self) -> Result<Usage, BackendError> {
-        let stats: Document =
-            timed(NAME, self.timeout, self.db.run_command(doc! { "dbStats": 1 })).await?;
+        let stats: Document = timed(
+            NAME,
+            self.timeout,
+            self.db.run_command(doc! { "dbStats": 1 }),
+        )
+        .await?;
         let number = |k: &str| -> u64 {
             match stats.get(k) {
                 Some(mongodb::bson::Bson::Int32(v)) => (*v).max(0) as u64,

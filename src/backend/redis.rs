@@ -1,6 +1,9 @@
 //! Redis: connection and measurement (`INFO memory`, `DBSIZE`).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Mutex;
 
 use redis::aio::ConnectionManager;
 
@@ -10,43 +13,65 @@ use crate::resource::Usage;
 
 const NAME: &str = "redis";
 
-/// A Redis connection (multiplexed, reconnecting).
+/// A Redis client. Connects on first use and reconnects after a failure, so a server that
+/// is down at startup degrades the Redis loop only.
 #[derive(Clone)]
 pub struct Redis {
-    con: ConnectionManager,
+    client: redis::Client,
+    con: Arc<Mutex<Option<ConnectionManager>>>,
     timeout: Duration,
 }
 
 impl Redis {
-    /// Connects; fails if the server cannot be reached within `timeout`.
-    pub async fn connect(conn: &RedisConn, timeout: Duration) -> Result<Self, BackendError> {
+    /// A client for `conn` (the URL is checked now; the server is contacted on first use).
+    pub fn new(conn: &RedisConn, timeout: Duration) -> Result<Self, BackendError> {
         let client = redis::Client::open(conn.url.expose()).map_err(|e| BackendError::Config {
             backend: NAME,
             message: e.to_string(),
         })?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let con = timed(NAME, timeout, ConnectionManager::new_with_config(client, config)).await?;
-        Ok(Self { con, timeout })
+        Ok(Self {
+            client,
+            con: Arc::default(),
+            timeout,
+        })
     }
 
-    /// The connection, for sweeps.
-    pub fn connection(&self) -> ConnectionManager {
-        self.con.clone()
+    /// The (multiplexed, auto-reconnecting) connection, established if need be.
+    pub async fn connection(&self) -> Result<ConnectionManager, BackendError> {
+        let mut slot = self.con.lock().await;
+        if let Some(con) = slot.as_ref() {
+            return Ok(con.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let manager = ConnectionManager::new_with_config(self.client.clone(), config);
+        let con = timed(NAME, self.timeout, manager).await?;
+        *slot = Some(con.clone());
+        Ok(con)
+    }
+
+    /// The request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// `PING`.
     pub async fn ping(&self) -> Result<(), BackendError> {
-        let mut con = self.con.clone();
-        timed(NAME, self.timeout, redis::cmd("PING").query_async::<String>(&mut con)).await?;
+        let mut con = self.connection().await?;
+        timed(
+            NAME,
+            self.timeout,
+            redis::cmd("PING").query_async::<String>(&mut con),
+        )
+        .await?;
         Ok(())
     }
 
     /// `used_memory` against the budget, and `DBSIZE`.
     pub async fn measure(&self, budget_bytes: u64) -> Result<Usage, BackendError> {
-        let mut con = self.con.clone();
+        let mut con = self.connection().await?;
         let (info, dbsize): (String, u64) = timed(
             NAME,
             self.timeout,
@@ -57,9 +82,8 @@ impl Redis {
                 .query_async(&mut con),
         )
         .await?;
-        let used = info_field(&info, "used_memory").ok_or_else(|| {
-            BackendError::request(NAME, "INFO memory has no used_memory field")
-        })?;
+        let used = info_field(&info, "used_memory")
+            .ok_or_else(|| BackendError::request(NAME, "INFO memory has no used_memory field"))?;
         Ok(Usage {
             total_items: dbsize,
             size_bytes: Some(used),
@@ -80,7 +104,8 @@ pub fn info_field(info: &str, field: &str) -> Option<u64> {
 mod tests {
     #[test]
     fn info_fields_match_exactly() {
-        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nused_memory_rss:2\r\n";
+        let info =
+            "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nused_memory_rss:2\r\n";
         assert_eq!(super::info_field(info, "used_memory"), Some(1_048_576));
         assert_eq!(super::info_field(info, "used_memory_rss"), Some(2));
         assert_eq!(super::info_field(info, "maxmemory"), None);

@@ -92,7 +92,10 @@ impl S3 {
             for object in page.contents() {
                 objects += 1;
                 bytes += object.size().unwrap_or(0).max(0) as u64;
-                if let Some(t) = object.last_modified().and_then(|t| SystemTime::try_from(*t).ok()) {
+                if let Some(t) = object
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                {
                     oldest = Some(oldest.map_or(t, |o| o.min(t)));
                 }
             }

@@ -97,10 +97,12 @@ pub fn merge(sources: &Sources) -> Result<RawConfig, ConfigError> {
         sources.environment.iter().cloned(),
         false,
     )?));
-    figment.extract::<RawConfig>().map_err(|e| ConfigError::File {
-        path: PathBuf::from("<merged configuration>"),
-        message: e.to_string(),
-    })
+    figment
+        .extract::<RawConfig>()
+        .map_err(|e| ConfigError::File {
+            path: PathBuf::from("<merged configuration>"),
+            message: e.to_string(),
+        })
 }
 
 /// Keeps the variables the daemon reads (aliases resolved); an unknown `JANITOR_*` name is an
@@ -131,12 +133,13 @@ fn known_only(
 }
 
 fn toml_layer(path: &Path) -> Result<RawConfig, ConfigError> {
-    let table: BTreeMap<String, Value> = Figment::from(Toml::file_exact(path))
-        .extract()
-        .map_err(|e| ConfigError::File {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let table: BTreeMap<String, Value> =
+        Figment::from(Toml::file_exact(path))
+            .extract()
+            .map_err(|e| ConfigError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
     let mut pairs = Vec::with_capacity(table.len());
     for (key, value) in table {
         let text = match value {

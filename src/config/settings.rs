@@ -212,14 +212,20 @@ impl Reader<'_> {
     }
 
     fn optional(&self, name: &str) -> Option<String> {
-        Some(self.text(name)).filter(|s| !s.is_empty()).map(str::to_owned)
+        Some(self.text(name))
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
     }
 
     fn invalid(&self, name: &str, expected: impl Into<String>) -> ConfigError {
         let secret = vars::lookup(name).is_some_and(|v| v.secret);
         ConfigError::Invalid {
             variable: name.to_string(),
-            value: if secret { MASK.to_string() } else { self.text(name).to_string() },
+            value: if secret {
+                MASK.to_string()
+            } else {
+                self.text(name).to_string()
+            },
             expected: expected.into(),
         }
     }
@@ -284,8 +290,16 @@ impl Settings {
         let r = Reader(raw);
         let allow_short_ttl = r.boolean("JANITOR_ALLOW_SHORT_TTL")?;
         let ttl_vars = [
-            ("REDIS_CACHE_TTL_HOURS", HOUR, "JANITOR_REDIS_PRESSURE_TTL_HOURS"),
-            ("RAG_SESSION_TTL_HOURS", HOUR, "JANITOR_QDRANT_PRESSURE_TTL_HOURS"),
+            (
+                "REDIS_CACHE_TTL_HOURS",
+                HOUR,
+                "JANITOR_REDIS_PRESSURE_TTL_HOURS",
+            ),
+            (
+                "RAG_SESSION_TTL_HOURS",
+                HOUR,
+                "JANITOR_QDRANT_PRESSURE_TTL_HOURS",
+            ),
             ("FILES_TTL_DAYS", DAY, "JANITOR_S3_PRESSURE_TTL_DAYS"),
         ];
         let mut ttl = [Duration::ZERO; 3];
@@ -330,13 +344,19 @@ impl Settings {
         if thresholds.high <= thresholds.medium {
             return Err(r.invalid(
                 "CLEANUP_THRESHOLD_HIGH",
-                format!("a value above CLEANUP_THRESHOLD_MEDIUM ({})", thresholds.medium),
+                format!(
+                    "a value above CLEANUP_THRESHOLD_MEDIUM ({})",
+                    thresholds.medium
+                ),
             ));
         }
         if thresholds.critical <= thresholds.high {
             return Err(r.invalid(
                 "CLEANUP_THRESHOLD_CRITICAL",
-                format!("a value above CLEANUP_THRESHOLD_HIGH ({}) and at most 1", thresholds.high),
+                format!(
+                    "a value above CLEANUP_THRESHOLD_HIGH ({}) and at most 1",
+                    thresholds.high
+                ),
             ));
         }
 
@@ -365,13 +385,18 @@ impl Settings {
                 bucket: r
                     .optional("S3_BUCKET")
                     .ok_or_else(|| r.invalid("S3_BUCKET", "a bucket name (S3_ENDPOINT is set)"))?,
-                region: r.optional("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+                region: r
+                    .optional("AWS_REGION")
+                    .unwrap_or_else(|| "us-east-1".into()),
                 access_key_id: r.optional("AWS_ACCESS_KEY_ID").ok_or_else(|| {
                     r.invalid("AWS_ACCESS_KEY_ID", "an access key id (S3_ENDPOINT is set)")
                 })?,
-                secret_access_key: r.optional("AWS_SECRET_ACCESS_KEY").map(Secret::new).ok_or_else(
-                    || r.invalid("AWS_SECRET_ACCESS_KEY", "a secret key (S3_ENDPOINT is set)"),
-                )?,
+                secret_access_key: r
+                    .optional("AWS_SECRET_ACCESS_KEY")
+                    .map(Secret::new)
+                    .ok_or_else(|| {
+                        r.invalid("AWS_SECRET_ACCESS_KEY", "a secret key (S3_ENDPOINT is set)")
+                    })?,
             }),
         };
         let mongo = r
@@ -410,13 +435,14 @@ impl Settings {
         };
 
         let admin = Admin {
-            addr: r
-                .text("JANITOR_ADMIN_ADDR")
-                .parse()
-                .map_err(|_| r.invalid("JANITOR_ADMIN_ADDR", "an address such as 127.0.0.1:8089"))?,
+            addr: r.text("JANITOR_ADMIN_ADDR").parse().map_err(|_| {
+                r.invalid("JANITOR_ADMIN_ADDR", "an address such as 127.0.0.1:8089")
+            })?,
             token: admin_token(&r)?,
             cleanup_per_minute: u32::try_from(r.count("JANITOR_CLEANUP_RATE_LIMIT_PER_MINUTE")?)
-                .map_err(|_| r.invalid("JANITOR_CLEANUP_RATE_LIMIT_PER_MINUTE", "a smaller number"))?,
+                .map_err(|_| {
+                    r.invalid("JANITOR_CLEANUP_RATE_LIMIT_PER_MINUTE", "a smaller number")
+                })?,
         };
 
         let log_format = match r.text("JANITOR_LOG_FORMAT").to_ascii_lowercase().as_str() {
@@ -427,7 +453,12 @@ impl Settings {
         };
         let shutdown_timeout = match r.text("JANITOR_SHUTDOWN_TIMEOUT") {
             t if t.ends_with(|c: char| c.is_ascii_alphabetic()) => humantime::parse_duration(t)
-                .map_err(|_| r.invalid("JANITOR_SHUTDOWN_TIMEOUT", "seconds, or a duration like 10s"))?,
+                .map_err(|_| {
+                    r.invalid(
+                        "JANITOR_SHUTDOWN_TIMEOUT",
+                        "seconds, or a duration like 10s",
+                    )
+                })?,
             _ => r.duration("JANITOR_SHUTDOWN_TIMEOUT", 1.0)?,
         };
 

@@ -24,11 +24,27 @@ fn err(pairs: &[(&str, &str)]) -> String {
 fn defaults_are_the_seeds() {
     let s = load(&env(&[])).unwrap();
     assert_eq!(s.retention.ttl(Resource::Redis), Duration::from_secs(3600));
-    assert_eq!(s.retention.ttl(Resource::Qdrant), Duration::from_secs(86_400));
-    assert_eq!(s.retention.ttl(Resource::S3), Duration::from_secs(7 * 86_400));
-    assert_eq!(s.sweep_interval(Resource::Qdrant), Duration::from_secs(21_600));
+    assert_eq!(
+        s.retention.ttl(Resource::Qdrant),
+        Duration::from_secs(86_400)
+    );
+    assert_eq!(
+        s.retention.ttl(Resource::S3),
+        Duration::from_secs(7 * 86_400)
+    );
+    assert_eq!(
+        s.sweep_interval(Resource::Qdrant),
+        Duration::from_secs(21_600)
+    );
     assert_eq!(s.intervals.monitoring, Duration::from_secs(1800));
-    assert_eq!((s.thresholds.medium, s.thresholds.high, s.thresholds.critical), (0.5, 0.75, 0.9));
+    assert_eq!(
+        (
+            s.thresholds.medium,
+            s.thresholds.high,
+            s.thresholds.critical
+        ),
+        (0.5, 0.75, 0.9)
+    );
     assert_eq!(s.budgets.redis_memory_bytes, 256 << 20);
     assert_eq!(s.budgets.s3_bytes, 50 << 30);
     assert!(s.redis.is_none() && s.qdrant.is_none() && s.s3.is_none() && s.mongo.is_none());
@@ -37,13 +53,23 @@ fn defaults_are_the_seeds() {
     assert_eq!(s.safety.max_delete_fraction, 0.25);
     assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
     // pressure TTLs default to half, never below the floor
-    assert_eq!(s.retention.pressure_ttl(Resource::Redis), Duration::from_secs(1800));
-    assert_eq!(s.retention.pressure_ttl(Resource::S3), Duration::from_secs(302_400));
+    assert_eq!(
+        s.retention.pressure_ttl(Resource::Redis),
+        Duration::from_secs(1800)
+    );
+    assert_eq!(
+        s.retention.pressure_ttl(Resource::S3),
+        Duration::from_secs(302_400)
+    );
 }
 
 #[test]
 fn fractional_ttls_are_accepted() {
-    let s = load(&env(&[("FILES_TTL_DAYS", "0.5"), ("REDIS_CACHE_TTL_HOURS", "0.5")])).unwrap();
+    let s = load(&env(&[
+        ("FILES_TTL_DAYS", "0.5"),
+        ("REDIS_CACHE_TTL_HOURS", "0.5"),
+    ]))
+    .unwrap();
     assert_eq!(s.retention.ttl(Resource::S3), Duration::from_secs(43_200));
     assert_eq!(s.retention.ttl(Resource::Redis), Duration::from_secs(1800));
 }
@@ -68,7 +94,10 @@ fn bad_numbers_name_variable_value_and_expectation() {
         ("JANITOR_SHUTDOWN_TIMEOUT", "soon"),
     ] {
         let msg = err(&[(name, value)]);
-        assert!(msg.starts_with(&format!("{name}={value:?}: expected ")), "{msg}");
+        assert!(
+            msg.starts_with(&format!("{name}={value:?}: expected ")),
+            "{msg}"
+        );
         assert!(!msg.contains('\n'), "one line: {msg}");
     }
 }
@@ -76,7 +105,10 @@ fn bad_numbers_name_variable_value_and_expectation() {
 #[test]
 fn thresholds_must_be_ordered() {
     let msg = err(&[("CLEANUP_THRESHOLD_HIGH", "0.4")]);
-    assert!(msg.contains("CLEANUP_THRESHOLD_HIGH=\"0.4\"") && msg.contains("MEDIUM"), "{msg}");
+    assert!(
+        msg.contains("CLEANUP_THRESHOLD_HIGH=\"0.4\"") && msg.contains("MEDIUM"),
+        "{msg}"
+    );
     let msg = err(&[("CLEANUP_THRESHOLD_CRITICAL", "0.75")]);
     assert!(msg.contains("CLEANUP_THRESHOLD_CRITICAL"), "{msg}");
     let msg = err(&[("CLEANUP_THRESHOLD_CRITICAL", "1.2")]);
@@ -89,19 +121,32 @@ fn ttl_floors_hold_unless_allowed() {
     let msg = err(&[("REDIS_CACHE_TTL_HOURS", "0.01")]);
     assert!(msg.contains("safety floor"), "{msg}");
     let msg = err(&[("FILES_TTL_DAYS", "0.01")]);
-    assert!(msg.contains("FILES_TTL_DAYS") && msg.contains("1h"), "{msg}");
+    assert!(
+        msg.contains("FILES_TTL_DAYS") && msg.contains("1h"),
+        "{msg}"
+    );
     let msg = err(&[("JANITOR_QDRANT_PRESSURE_TTL_HOURS", "0.1")]);
     assert!(msg.contains("JANITOR_QDRANT_PRESSURE_TTL_HOURS"), "{msg}");
     let msg = err(&[("JANITOR_REDIS_PRESSURE_TTL_HOURS", "2")]);
     assert!(msg.contains("at most REDIS_CACHE_TTL_HOURS"), "{msg}");
-    let s = load(&env(&[("FILES_TTL_DAYS", "0.01"), ("JANITOR_ALLOW_SHORT_TTL", "true")])).unwrap();
-    assert_eq!(s.retention.ttl(Resource::S3), Duration::from_secs_f64(864.0));
+    let s = load(&env(&[
+        ("FILES_TTL_DAYS", "0.01"),
+        ("JANITOR_ALLOW_SHORT_TTL", "true"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        s.retention.ttl(Resource::S3),
+        Duration::from_secs_f64(864.0)
+    );
 }
 
 #[test]
 fn unknown_janitor_variables_are_errors_with_a_suggestion() {
     let msg = err(&[("JANITOR_DRYRUN", "true")]);
-    assert_eq!(msg, "unknown variable JANITOR_DRYRUN (did you mean JANITOR_DRY_RUN?)");
+    assert_eq!(
+        msg,
+        "unknown variable JANITOR_DRYRUN (did you mean JANITOR_DRY_RUN?)"
+    );
     let msg = err(&[("JANITOR_FROBNICATE_EVERYTHING_NOW", "1")]);
     assert_eq!(msg, "unknown variable JANITOR_FROBNICATE_EVERYTHING_NOW");
     // other variables of the environment are none of our business
@@ -111,9 +156,15 @@ fn unknown_janitor_variables_are_errors_with_a_suggestion() {
 #[test]
 fn backends_without_url_are_disabled_and_bad_urls_rejected() {
     let s = load(&env(&[("REDIS_URL", "redis://:pw@127.0.0.1:6379/3")])).unwrap();
-    assert_eq!(s.redis.unwrap().url.expose(), "redis://:pw@127.0.0.1:6379/3");
+    assert_eq!(
+        s.redis.unwrap().url.expose(),
+        "redis://:pw@127.0.0.1:6379/3"
+    );
     let msg = err(&[("REDIS_URL", "http://u:secretpw@h")]);
-    assert!(msg.starts_with("REDIS_URL=") && !msg.contains("secretpw"), "{msg}");
+    assert!(
+        msg.starts_with("REDIS_URL=") && !msg.contains("secretpw"),
+        "{msg}"
+    );
     let msg = err(&[("S3_ENDPOINT", "http://127.0.0.1:3900")]);
     assert!(msg.starts_with("S3_BUCKET="), "{msg}");
     let msg = err(&[("MONGODB_URI", "postgres://x")]);
@@ -136,19 +187,36 @@ fn minio_endpoint_is_an_alias() {
 fn layers_override_in_order_defaults_toml_env_file_environment() {
     let dir = tempfile::tempdir().unwrap();
     let toml = dir.path().join("janitor.toml");
-    std::fs::write(&toml, "redis_cache_ttl_hours = 2\nRAG_SESSION_TTL_HOURS = 48\nFILES_TTL_DAYS = 3\n").unwrap();
+    std::fs::write(
+        &toml,
+        "redis_cache_ttl_hours = 2\nRAG_SESSION_TTL_HOURS = 48\nFILES_TTL_DAYS = 3\n",
+    )
+    .unwrap();
     let dotenv = dir.path().join(".env");
     let mut f = std::fs::File::create(&dotenv).unwrap();
-    writeln!(f, "RAG_SESSION_TTL_HOURS=72\nFILES_TTL_DAYS=4\nOTHER_APP_VAR=1").unwrap();
+    writeln!(
+        f,
+        "RAG_SESSION_TTL_HOURS=72\nFILES_TTL_DAYS=4\nOTHER_APP_VAR=1"
+    )
+    .unwrap();
     let sources = Sources {
         toml: Some(toml),
         env_file: Some(dotenv),
         environment: vec![("FILES_TTL_DAYS".into(), "5".into())],
     };
     let s = load(&sources).unwrap();
-    assert_eq!(s.retention.ttl(Resource::Redis), Duration::from_secs(2 * 3600)); // toml
-    assert_eq!(s.retention.ttl(Resource::Qdrant), Duration::from_secs(72 * 3600)); // .env
-    assert_eq!(s.retention.ttl(Resource::S3), Duration::from_secs(5 * 86_400)); // process
+    assert_eq!(
+        s.retention.ttl(Resource::Redis),
+        Duration::from_secs(2 * 3600)
+    ); // toml
+    assert_eq!(
+        s.retention.ttl(Resource::Qdrant),
+        Duration::from_secs(72 * 3600)
+    ); // .env
+    assert_eq!(
+        s.retention.ttl(Resource::S3),
+        Duration::from_secs(5 * 86_400)
+    ); // process
 }
 
 #[test]
@@ -156,13 +224,28 @@ fn toml_keys_must_be_known_and_files_must_parse() {
     let dir = tempfile::tempdir().unwrap();
     let toml = dir.path().join("bad.toml");
     std::fs::write(&toml, "redis_cache_tll_hours = 2\n").unwrap();
-    let e = load(&Sources { toml: Some(toml.clone()), ..Sources::default() }).unwrap_err();
-    assert!(e.to_string().contains("unknown variable REDIS_CACHE_TLL_HOURS"), "{e}");
+    let e = load(&Sources {
+        toml: Some(toml.clone()),
+        ..Sources::default()
+    })
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("unknown variable REDIS_CACHE_TLL_HOURS"),
+        "{e}"
+    );
     std::fs::write(&toml, "this is = = not toml").unwrap();
-    let e = load(&Sources { toml: Some(toml), ..Sources::default() }).unwrap_err();
+    let e = load(&Sources {
+        toml: Some(toml),
+        ..Sources::default()
+    })
+    .unwrap_err();
     assert!(matches!(e, ConfigError::File { .. }), "{e}");
-    let e = load(&Sources { env_file: Some(dir.path().join("missing.env")), ..Sources::default() })
-        .unwrap_err();
+    let e = load(&Sources {
+        env_file: Some(dir.path().join("missing.env")),
+        ..Sources::default()
+    })
+    .unwrap_err();
     assert!(matches!(e, ConfigError::File { .. }), "{e}");
 }
 
@@ -173,8 +256,15 @@ fn admin_token_from_value_or_file_and_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
-    let s = load(&env(&[("JANITOR_ADMIN_TOKEN_FILE", file.to_str().unwrap())])).unwrap();
-    assert_eq!(s.admin.token.as_ref().unwrap().expose(), "0123456789abcdef0123");
+    let s = load(&env(&[(
+        "JANITOR_ADMIN_TOKEN_FILE",
+        file.to_str().unwrap(),
+    )]))
+    .unwrap();
+    assert_eq!(
+        s.admin.token.as_ref().unwrap().expose(),
+        "0123456789abcdef0123"
+    );
     let shown = serde_json::to_string(&s).unwrap();
     assert!(!shown.contains("0123456789abcdef0123"));
     let msg = err(&[("JANITOR_ADMIN_TOKEN_FILE", "/nonexistent/token")]);
@@ -196,7 +286,13 @@ fn secrets_are_masked_in_the_settings_dump() {
     ]))
     .unwrap();
     let dump = format!("{} {s:?}", serde_json::to_string(&s).unwrap());
-    for secret in ["qdrantkey", "awssecret", "admintoken-admintoken", "mongopw", "redispw"] {
+    for secret in [
+        "qdrantkey",
+        "awssecret",
+        "admintoken-admintoken",
+        "mongopw",
+        "redispw",
+    ] {
         assert!(!dump.contains(secret), "{secret} leaked");
     }
     assert!(dump.contains("redis://app:****@h:6379/0"));

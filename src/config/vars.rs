@@ -41,56 +41,210 @@ pub const ALIASES: &[(&str, &str)] = &[("MINIO_ENDPOINT", "S3_ENDPOINT")];
 /// Every variable, grouped as in `envs/.env.example`.
 pub const VARS: &[Var] = &[
     // retention (seed 003)
-    var("REDIS_CACHE_TTL_HOURS", "1", "Age of a cache key before it is expired (hours, fractions allowed)."),
-    var("RAG_SESSION_TTL_HOURS", "24", "Age of a Qdrant point before it is deleted (hours)."),
-    var("FILES_TTL_DAYS", "7", "Age of an unreferenced S3 object before it is deleted (days, e.g. 0.5)."),
+    var(
+        "REDIS_CACHE_TTL_HOURS",
+        "1",
+        "Age of a cache key before it is expired (hours, fractions allowed).",
+    ),
+    var(
+        "RAG_SESSION_TTL_HOURS",
+        "24",
+        "Age of a Qdrant point before it is deleted (hours).",
+    ),
+    var(
+        "FILES_TTL_DAYS",
+        "7",
+        "Age of an unreferenced S3 object before it is deleted (days, e.g. 0.5).",
+    ),
     // loop intervals (seed 003)
-    var("REDIS_CLEANUP_INTERVAL_SECONDS", "3600", "Interval of the Redis sweep loop."),
-    var("QDRANT_CLEANUP_INTERVAL_SECONDS", "21600", "Interval of the Qdrant sweep loop."),
-    var("MINIO_CLEANUP_INTERVAL_SECONDS", "86400", "Interval of the S3 sweep loop."),
-    var("RESOURCE_MONITORING_INTERVAL_SECONDS", "1800", "Interval of the monitoring loop (measures usage, feeds the queue)."),
+    var(
+        "REDIS_CLEANUP_INTERVAL_SECONDS",
+        "3600",
+        "Interval of the Redis sweep loop.",
+    ),
+    var(
+        "QDRANT_CLEANUP_INTERVAL_SECONDS",
+        "21600",
+        "Interval of the Qdrant sweep loop.",
+    ),
+    var(
+        "MINIO_CLEANUP_INTERVAL_SECONDS",
+        "86400",
+        "Interval of the S3 sweep loop.",
+    ),
+    var(
+        "RESOURCE_MONITORING_INTERVAL_SECONDS",
+        "1800",
+        "Interval of the monitoring loop (measures usage, feeds the queue).",
+    ),
     // usage thresholds (seed 003)
-    var("CLEANUP_THRESHOLD_CRITICAL", "0.9", "Usage fraction from which a resource is CRITICAL (<= 1)."),
-    var("CLEANUP_THRESHOLD_HIGH", "0.75", "Usage fraction from which a resource is HIGH."),
-    var("CLEANUP_THRESHOLD_MEDIUM", "0.5", "Usage fraction from which a resource is MEDIUM."),
+    var(
+        "CLEANUP_THRESHOLD_CRITICAL",
+        "0.9",
+        "Usage fraction from which a resource is CRITICAL (<= 1).",
+    ),
+    var(
+        "CLEANUP_THRESHOLD_HIGH",
+        "0.75",
+        "Usage fraction from which a resource is HIGH.",
+    ),
+    var(
+        "CLEANUP_THRESHOLD_MEDIUM",
+        "0.5",
+        "Usage fraction from which a resource is MEDIUM.",
+    ),
     // budgets (seed 003)
-    var("MAX_REDIS_MEMORY_MB", "256", "Redis memory budget (used_memory), MiB."),
-    var("MAX_QDRANT_POINTS", "100000", "Qdrant points budget, all collections together."),
-    var("MAX_MINIO_STORAGE_GB", "50", "S3 bucket budget, GiB (measured by listing)."),
+    var(
+        "MAX_REDIS_MEMORY_MB",
+        "256",
+        "Redis memory budget (used_memory), MiB.",
+    ),
+    var(
+        "MAX_QDRANT_POINTS",
+        "100000",
+        "Qdrant points budget, all collections together.",
+    ),
+    var(
+        "MAX_MINIO_STORAGE_GB",
+        "50",
+        "S3 bucket budget, GiB (measured by listing).",
+    ),
     // connections: a backend without its URL is disabled
-    var("REDIS_URL", "", "redis://[user:password@]host:port/db or rediss:// for TLS; empty disables Redis."),
-    var("QDRANT_URL", "", "Qdrant gRPC URL, e.g. http://127.0.0.1:6334; empty disables Qdrant."),
-    secret("QDRANT_API_KEY", "Qdrant API key, if the server requires one."),
-    var("S3_ENDPOINT", "", "S3 endpoint URL (alias MINIO_ENDPOINT); empty disables S3."),
-    var("S3_BUCKET", "", "The bucket the application stores its files in."),
+    var(
+        "REDIS_URL",
+        "",
+        "redis://[user:password@]host:port/db or rediss:// for TLS; empty disables Redis.",
+    ),
+    var(
+        "QDRANT_URL",
+        "",
+        "Qdrant gRPC URL, e.g. http://127.0.0.1:6334; empty disables Qdrant.",
+    ),
+    secret(
+        "QDRANT_API_KEY",
+        "Qdrant API key, if the server requires one.",
+    ),
+    var(
+        "S3_ENDPOINT",
+        "",
+        "S3 endpoint URL (alias MINIO_ENDPOINT); empty disables S3.",
+    ),
+    var(
+        "S3_BUCKET",
+        "",
+        "The bucket the application stores its files in.",
+    ),
     var("AWS_ACCESS_KEY_ID", "", "S3 access key id."),
     secret("AWS_SECRET_ACCESS_KEY", "S3 secret key."),
     var("AWS_REGION", "us-east-1", "S3 region (Garage: garage)."),
-    var("MONGODB_URI", "", "MongoDB URI (the reference source); empty disables MongoDB and every sweep that needs it."),
-    var("MONGODB_DATABASE", "rag", "Database holding the application's documents."),
+    var(
+        "MONGODB_URI",
+        "",
+        "MongoDB URI (the reference source); empty disables MongoDB and every sweep that needs it.",
+    ),
+    var(
+        "MONGODB_DATABASE",
+        "rag",
+        "Database holding the application's documents.",
+    ),
     // safety
-    var("JANITOR_DRY_RUN", "false", "Plan only: every sweep stops after its plan."),
-    var("JANITOR_MAX_DELETE_FRACTION", "0.25", "A plan deleting more than this fraction of a store is not applied (aborted_cap)."),
-    var("JANITOR_MAX_DELETE_COUNT", "100000", "A plan deleting more items than this is not applied (aborted_cap)."),
-    var("JANITOR_ALLOW_SHORT_TTL", "false", "Allow TTLs below the floors (Redis 1 min, Qdrant 10 min, S3 1 h)."),
-    var("JANITOR_REDIS_PRESSURE_TTL_HOURS", "", "TTL used by HIGH/CRITICAL Redis tasks; default half of REDIS_CACHE_TTL_HOURS."),
-    var("JANITOR_QDRANT_PRESSURE_TTL_HOURS", "", "TTL used by HIGH/CRITICAL Qdrant tasks; default half of RAG_SESSION_TTL_HOURS."),
-    var("JANITOR_S3_PRESSURE_TTL_DAYS", "", "TTL used by HIGH/CRITICAL S3 tasks; default half of FILES_TTL_DAYS."),
-    var("JANITOR_AUDIT_LOG", "janitor-audit.jsonl", "Append-only JSONL audit log: one record per applied batch."),
+    var(
+        "JANITOR_DRY_RUN",
+        "false",
+        "Plan only: every sweep stops after its plan.",
+    ),
+    var(
+        "JANITOR_MAX_DELETE_FRACTION",
+        "0.25",
+        "A plan deleting more than this fraction of a store is not applied (aborted_cap).",
+    ),
+    var(
+        "JANITOR_MAX_DELETE_COUNT",
+        "100000",
+        "A plan deleting more items than this is not applied (aborted_cap).",
+    ),
+    var(
+        "JANITOR_ALLOW_SHORT_TTL",
+        "false",
+        "Allow TTLs below the floors (Redis 1 min, Qdrant 10 min, S3 1 h).",
+    ),
+    var(
+        "JANITOR_REDIS_PRESSURE_TTL_HOURS",
+        "",
+        "TTL used by HIGH/CRITICAL Redis tasks; default half of REDIS_CACHE_TTL_HOURS.",
+    ),
+    var(
+        "JANITOR_QDRANT_PRESSURE_TTL_HOURS",
+        "",
+        "TTL used by HIGH/CRITICAL Qdrant tasks; default half of RAG_SESSION_TTL_HOURS.",
+    ),
+    var(
+        "JANITOR_S3_PRESSURE_TTL_DAYS",
+        "",
+        "TTL used by HIGH/CRITICAL S3 tasks; default half of FILES_TTL_DAYS.",
+    ),
+    var(
+        "JANITOR_AUDIT_LOG",
+        "janitor-audit.jsonl",
+        "Append-only JSONL audit log: one record per applied batch.",
+    ),
     // scheduling
-    var("JANITOR_QUEUE_CAPACITY", "64", "Most cleanup tasks the priority queue holds."),
-    var("JANITOR_QUEUE_TASKS_PER_CYCLE", "5", "Tasks processed per monitoring cycle (CRITICAL ones at once)."),
-    var("JANITOR_JITTER_FRACTION", "0.1", "Random extra delay on loop intervals, as a fraction of the interval."),
-    var("JANITOR_BACKOFF_MAX_SECONDS", "300", "Cap of a failing worker's exponential backoff."),
-    var("JANITOR_BACKEND_TIMEOUT_SECONDS", "10", "Timeout of one backend request (connect, ping, measure)."),
+    var(
+        "JANITOR_QUEUE_CAPACITY",
+        "64",
+        "Most cleanup tasks the priority queue holds.",
+    ),
+    var(
+        "JANITOR_QUEUE_TASKS_PER_CYCLE",
+        "5",
+        "Tasks processed per monitoring cycle (CRITICAL ones at once).",
+    ),
+    var(
+        "JANITOR_JITTER_FRACTION",
+        "0.1",
+        "Random extra delay on loop intervals, as a fraction of the interval.",
+    ),
+    var(
+        "JANITOR_BACKOFF_MAX_SECONDS",
+        "300",
+        "Cap of a failing worker's exponential backoff.",
+    ),
+    var(
+        "JANITOR_BACKEND_TIMEOUT_SECONDS",
+        "10",
+        "Timeout of one backend request (connect, ping, measure).",
+    ),
     // admin API
-    var("JANITOR_ADMIN_ADDR", "127.0.0.1:8089", "Address of the admin HTTP API."),
-    secret("JANITOR_ADMIN_TOKEN", "Bearer token for the admin API; without one the mutating endpoints answer 403."),
-    var("JANITOR_ADMIN_TOKEN_FILE", "", "File holding the admin token (instead of JANITOR_ADMIN_TOKEN)."),
-    var("JANITOR_CLEANUP_RATE_LIMIT_PER_MINUTE", "6", "POST /api/resources/cleanup calls allowed per minute."),
+    var(
+        "JANITOR_ADMIN_ADDR",
+        "127.0.0.1:8089",
+        "Address of the admin HTTP API.",
+    ),
+    secret(
+        "JANITOR_ADMIN_TOKEN",
+        "Bearer token for the admin API; without one the mutating endpoints answer 403.",
+    ),
+    var(
+        "JANITOR_ADMIN_TOKEN_FILE",
+        "",
+        "File holding the admin token (instead of JANITOR_ADMIN_TOKEN).",
+    ),
+    var(
+        "JANITOR_CLEANUP_RATE_LIMIT_PER_MINUTE",
+        "6",
+        "POST /api/resources/cleanup calls allowed per minute.",
+    ),
     // process
-    var("JANITOR_LOG_FORMAT", "auto", "auto (JSON unless stdout is a terminal), json or text; RUST_LOG sets levels."),
-    var("JANITOR_SHUTDOWN_TIMEOUT", "10", "Seconds a SIGTERM waits for workers to finish their batch."),
+    var(
+        "JANITOR_LOG_FORMAT",
+        "auto",
+        "auto (JSON unless stdout is a terminal), json or text; RUST_LOG sets levels.",
+    ),
+    var(
+        "JANITOR_SHUTDOWN_TIMEOUT",
+        "10",
+        "Seconds a SIGTERM waits for workers to finish their batch.",
+    ),
 ];
 
 /// The variable called `name` (canonical names only).

@@ -72,10 +72,10 @@ impl Sweeper for Fake {
                 applied.push(batch.reason.clone());
                 applied.len()
             };
-            if let Some((at, err)) = &self.fail_at {
-                if *at == n {
-                    return Err(err.clone());
-                }
+            if let Some((at, err)) = &self.fail_at
+                && *at == n
+            {
+                return Err(err.clone());
             }
             if let Some(cancel) = &self.cancel_after_first {
                 cancel.cancel();
@@ -124,6 +124,7 @@ fn harness(fake: Fake, env: &[(&str, &str)], cancel: CancellationToken) -> Harne
 
 fn request(dry_run: bool, priority: Option<Priority>) -> RunRequest {
     RunRequest {
+        id: None,
         resource: Resource::Redis,
         trigger: Trigger::Cli,
         dry_run,
@@ -142,12 +143,23 @@ fn audit_lines(h: &Harness) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn applies_every_batch_and_audits_each() {
     let h = harness(Fake::new(100, 3, 5), &[], CancellationToken::new());
-    let r = h.engine.run(request(false, None), SystemTime::now()).await.record;
-    assert_eq!((r.outcome, r.deleted, r.planned_deletions), (Outcome::Succeeded, 15, 15));
+    let r = h
+        .engine
+        .run(request(false, None), SystemTime::now())
+        .await
+        .record;
+    assert_eq!(
+        (r.outcome, r.deleted, r.planned_deletions),
+        (Outcome::Succeeded, 15, 15)
+    );
     assert_eq!(h.fake.applied.lock().unwrap().len(), 3);
     let lines = audit_lines(&h);
     assert_eq!(lines.len(), 3);
-    assert!(lines.iter().all(|l| l["run_id"] == r.id.as_str() && l["dry_run"] == false));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["run_id"] == r.id.as_str() && l["dry_run"] == false)
+    );
     assert_eq!(h.engine.runs().list()[0].id, r.id);
 }
 
@@ -168,34 +180,74 @@ async fn dry_run_applies_nothing_and_reports_the_plan() {
 async fn plan_above_the_cap_is_not_applied() {
     // 30 of 100 > 25 %
     let h = harness(Fake::new(100, 3, 10), &[], CancellationToken::new());
-    let r = h.engine.run(request(false, None), SystemTime::now()).await.record;
+    let r = h
+        .engine
+        .run(request(false, None), SystemTime::now())
+        .await
+        .record;
     assert_eq!(r.outcome, Outcome::AbortedCap);
     assert!(r.message.unwrap().contains("30 of 100"));
     assert!(h.fake.applied.lock().unwrap().is_empty());
     assert!(audit_lines(&h).is_empty());
     // the absolute cap too
-    let h = harness(Fake::new(1_000_000, 1, 11), &[("JANITOR_MAX_DELETE_COUNT", "10")], CancellationToken::new());
-    assert_eq!(h.engine.run(request(false, None), SystemTime::now()).await.record.outcome, Outcome::AbortedCap);
+    let h = harness(
+        Fake::new(1_000_000, 1, 11),
+        &[("JANITOR_MAX_DELETE_COUNT", "10")],
+        CancellationToken::new(),
+    );
+    assert_eq!(
+        h.engine
+            .run(request(false, None), SystemTime::now())
+            .await
+            .record
+            .outcome,
+        Outcome::AbortedCap
+    );
 }
 
 #[tokio::test]
 async fn reference_failure_stops_the_run_closed() {
     let mut fake = Fake::new(100, 3, 5);
-    fake.fail_at = Some((2, SweepError::ReferenceUnavailable("mongodb: timed out".into())));
+    fake.fail_at = Some((
+        2,
+        SweepError::ReferenceUnavailable("mongodb: timed out".into()),
+    ));
     let h = harness(fake, &[], CancellationToken::new());
-    let r = h.engine.run(request(false, None), SystemTime::now()).await.record;
+    let r = h
+        .engine
+        .run(request(false, None), SystemTime::now())
+        .await
+        .record;
     assert_eq!(r.outcome, Outcome::FailedClosed);
     assert_eq!(r.deleted, 5, "only the batch before the failure");
-    assert_eq!(h.fake.applied.lock().unwrap().len(), 2, "no batch after the failure");
-    assert_eq!(audit_lines(&h).len(), 1, "the failed batch is not audited as applied");
+    assert_eq!(
+        h.fake.applied.lock().unwrap().len(),
+        2,
+        "no batch after the failure"
+    );
+    assert_eq!(
+        audit_lines(&h).len(),
+        1,
+        "the failed batch is not audited as applied"
+    );
 }
 
 #[tokio::test]
 async fn backend_failure_is_failed_not_closed() {
     let mut fake = Fake::new(100, 2, 5);
-    fake.fail_at = Some((1, SweepError::Backend(crate::backend::BackendError::request("redis", "broken pipe"))));
+    fake.fail_at = Some((
+        1,
+        SweepError::Backend(crate::backend::BackendError::request(
+            "redis",
+            "broken pipe",
+        )),
+    ));
     let h = harness(fake, &[], CancellationToken::new());
-    let r = h.engine.run(request(false, None), SystemTime::now()).await.record;
+    let r = h
+        .engine
+        .run(request(false, None), SystemTime::now())
+        .await
+        .record;
     assert_eq!(r.outcome, Outcome::Failed);
     assert_eq!(r.message.as_deref(), Some("redis: broken pipe"));
 }
@@ -206,7 +258,11 @@ async fn shutdown_stops_between_batches() {
     let mut fake = Fake::new(100, 4, 5);
     fake.cancel_after_first = Some(cancel.clone());
     let h = harness(fake, &[], cancel);
-    let r = h.engine.run(request(false, None), SystemTime::now()).await.record;
+    let r = h
+        .engine
+        .run(request(false, None), SystemTime::now())
+        .await
+        .record;
     assert_eq!(r.outcome, Outcome::Cancelled);
     assert_eq!(r.deleted, 5);
     assert_eq!(audit_lines(&h).len(), 1, "the finished batch is audited");
@@ -214,11 +270,25 @@ async fn shutdown_stops_between_batches() {
 
 #[tokio::test]
 async fn pressure_tasks_use_the_pressure_ttl() {
-    let h = harness(Fake::new(100, 0, 0), &[("JANITOR_REDIS_PRESSURE_TTL_HOURS", "0.25")], CancellationToken::new());
-    h.engine.run(request(true, Some(Priority::Medium)), SystemTime::now()).await;
-    assert_eq!(*h.fake.seen_ttl.lock().unwrap(), Some(Duration::from_secs(3600)));
-    h.engine.run(request(true, Some(Priority::Critical)), SystemTime::now()).await;
-    assert_eq!(*h.fake.seen_ttl.lock().unwrap(), Some(Duration::from_secs(900)));
+    let h = harness(
+        Fake::new(100, 0, 0),
+        &[("JANITOR_REDIS_PRESSURE_TTL_HOURS", "0.25")],
+        CancellationToken::new(),
+    );
+    h.engine
+        .run(request(true, Some(Priority::Medium)), SystemTime::now())
+        .await;
+    assert_eq!(
+        *h.fake.seen_ttl.lock().unwrap(),
+        Some(Duration::from_secs(3600))
+    );
+    h.engine
+        .run(request(true, Some(Priority::Critical)), SystemTime::now())
+        .await;
+    assert_eq!(
+        *h.fake.seen_ttl.lock().unwrap(),
+        Some(Duration::from_secs(900))
+    );
 }
 
 #[tokio::test]

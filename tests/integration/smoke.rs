@@ -28,7 +28,7 @@ async fn redis_set_scan_and_idletime() {
     for i in 0..50 {
         redis::cmd("SET")
             .arg(ns.key(&format!("k{i}")))
-            .arg(i)
+            .arg(format!("value {i}"))
             .query_async::<()>(&mut con)
             .await
             .unwrap();
@@ -51,14 +51,21 @@ async fn redis_set_scan_and_idletime() {
             break;
         }
     }
-    assert_eq!(seen.len(), 50, "SCAN must visit every key present for the whole pass");
+    assert_eq!(
+        seen.len(),
+        50,
+        "SCAN must visit every key present for the whole pass"
+    );
     let idle: i64 = redis::cmd("OBJECT")
         .arg("IDLETIME")
         .arg(ns.key("k1"))
         .query_async(&mut con)
         .await
         .unwrap();
-    assert!((0..5).contains(&idle), "a fresh key is idle for ~0 s, got {idle}");
+    assert!(
+        (0..5).contains(&idle),
+        "a fresh key is idle for ~0 s, got {idle}"
+    );
 }
 
 fn s3_client(endpoint: &str, access: &str, secret: &str) -> aws_sdk_s3::Client {
@@ -102,7 +109,11 @@ async fn s3_put_list_pages_and_delete_objects() {
     while let Some(page) = pages.next().await {
         let page = page.unwrap();
         page_count += 1;
-        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
     }
     assert_eq!(keys.len(), 7);
     assert_eq!(page_count, 3, "max_keys=3 over 7 objects is 3 pages");
@@ -114,7 +125,12 @@ async fn s3_put_list_pages_and_delete_objects() {
     let out = s3
         .delete_objects()
         .bucket(bucket)
-        .delete(Delete::builder().set_objects(Some(objects)).build().unwrap())
+        .delete(
+            Delete::builder()
+                .set_objects(Some(objects))
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -159,12 +175,20 @@ async fn s3_old_last_modified_through_faketime() {
     let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
     let now = SystemTime::now();
     let age = |key: &str| -> Duration {
-        let o = listed.contents().iter().find(|o| o.key() == Some(key)).unwrap();
+        let o = listed
+            .contents()
+            .iter()
+            .find(|o| o.key() == Some(key))
+            .unwrap();
         let modified = SystemTime::try_from(*o.last_modified().unwrap()).unwrap();
         now.duration_since(modified).unwrap_or_default()
     };
     let day = Duration::from_secs(86_400);
-    assert!(age("old") > 7 * day && age("old") < 9 * day, "old: {:?}", age("old"));
+    assert!(
+        age("old") > 7 * day && age("old") < 9 * day,
+        "old: {:?}",
+        age("old")
+    );
     assert!(age("new") < day, "new: {:?}", age("new"));
 }
 
@@ -172,7 +196,9 @@ async fn s3_old_last_modified_through_faketime() {
 async fn mongo_unique_index_datetime_range_and_projection() {
     let svc = require_services!();
     let ns = Namespace::new("smoke-mongo");
-    let client = mongodb::Client::with_uri_str(svc.get("MONGODB_URI")).await.unwrap();
+    let client = mongodb::Client::with_uri_str(svc.get("MONGODB_URI"))
+        .await
+        .unwrap();
     let db = client.database(&ns.mongo_db());
     let docs = db.collection::<Document>("documents");
     let index = mongodb::IndexModel::builder()
@@ -184,11 +210,11 @@ async fn mongo_unique_index_datetime_range_and_projection() {
     let now = bson::DateTime::now();
     let old = bson::DateTime::from_millis(now.timestamp_millis() - 10 * 86_400_000);
     docs.insert_one(doc! { "user_id": "u1", "metadata": { "file_hash": "aa" },
-        "minio_key": "uploads/u1/a.pdf", "created_at": old })
+    "minio_key": "uploads/u1/a.pdf", "created_at": old })
         .await
         .unwrap();
     docs.insert_one(doc! { "user_id": "u1", "metadata": { "file_hash": "bb" },
-        "minio_key": "uploads/u1/b.pdf", "created_at": now })
+    "minio_key": "uploads/u1/b.pdf", "created_at": now })
         .await
         .unwrap();
     let dup = docs
@@ -240,8 +266,13 @@ async fn qdrant_range_count_order_by_and_filtered_delete() {
         .unwrap();
     let points: Vec<PointStruct> = (1..=100u64)
         .map(|i| {
-            let payload = serde_json::json!({ "created_at": 1_000 + i, "doc": format!("d{}", i % 3) });
-            PointStruct::new(i, vec![0.1, 0.2, 0.3, i as f32], qdrant_client::Payload::try_from(payload).unwrap())
+            let payload =
+                serde_json::json!({ "created_at": 1_000 + i, "doc": format!("d{}", i % 3) });
+            PointStruct::new(
+                i,
+                vec![0.1, 0.2, 0.3, i as f32],
+                qdrant_client::Payload::try_from(payload).unwrap(),
+            )
         })
         .collect();
     client
@@ -275,7 +306,11 @@ async fn qdrant_range_count_order_by_and_filtered_delete() {
         },
     )]);
     let count = client
-        .count(CountPointsBuilder::new(&name).filter(older.clone()).exact(true))
+        .count(
+            CountPointsBuilder::new(&name)
+                .filter(older.clone())
+                .exact(true),
+        )
         .await
         .unwrap();
     assert_eq!(count.result.unwrap().count, 49);

@@ -48,9 +48,7 @@ impl Services {
 pub fn env_file() -> PathBuf {
     std::env::var_os("JANITOR_SERVICES_ENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".services/services.env")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".services/services.env"))
 }
 
 fn required() -> bool {
@@ -112,7 +110,13 @@ impl Namespace {
         let n = NEXT_DB.fetch_add(1, Ordering::Relaxed);
         let test: String = test
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .take(24)
             .collect();
         Self {

@@ -1,0 +1,172 @@
+//! The admin HTTP API (axum).
+//!
+//! Read endpoints serve the last snapshot and never wait on a backend. Everything except
+//! `/healthz`, `/readyz` and `/metrics` needs the bearer token when one is configured
+//! (compared in constant time); without a token the mutating endpoints answer 403, so a
+//! daemon that was never given one cannot be made to delete by anyone who reaches its port.
+//! Every error is JSON: `{"error": {"code": ..., "message": ...}}`.
+
+mod handlers;
+pub mod openapi;
+mod ratelimit;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State as Extract};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::app::State;
+pub use ratelimit::RateLimiter;
+
+/// Largest request body, bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// An API error, answered as JSON with its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("no such endpoint")]
+    NotFound,
+    /// 413.
+    #[error("request body larger than {MAX_BODY} bytes")]
+    TooLarge,
+    /// 422.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 429, with the seconds to wait.
+    #[error("rate limit exceeded: retry in {0} s")]
+    RateLimited(u64),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
+        let mut response = (status, axum::Json(body)).into_response();
+        if let ApiError::RateLimited(secs) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The API's shared state: the daemon's, plus the cleanup rate limiter.
+#[derive(Clone)]
+pub struct Api {
+    state: Arc<State>,
+    cleanup_limiter: Arc<RateLimiter>,
+}
+
+/// Every route: (method, path). The router and the OpenAPI document are checked against it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/resources/metrics"),
+    ("POST", "/api/resources/cleanup"),
+    ("GET", "/api/resources/queue"),
+    ("GET", "/api/resources/runs"),
+    ("GET", "/api/workers"),
+    ("GET", "/api/openapi.json"),
+];
+
+/// The router.
+pub fn router(state: Arc<State>) -> Router {
+    let per_minute = state.settings.admin.cleanup_per_minute;
+    let api = Api {
+        state,
+        cleanup_limiter: Arc::new(RateLimiter::per_minute(per_minute)),
+    };
+    let protected = Router::new()
+        .route("/api/resources/metrics", get(handlers::metrics))
+        .route(
+            "/api/resources/cleanup",
+            post(handlers::cleanup).layer(DefaultBodyLimit::max(MAX_BODY)),
+        )
+        .route("/api/resources/queue", get(handlers::queue))
+        .route("/api/resources/runs", get(handlers::runs))
+        .route("/api/workers", get(handlers::workers))
+        .route("/api/openapi.json", get(handlers::openapi))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::prometheus))
+        .merge(protected)
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(api)
+}
+
+/// Checks the bearer token when one is configured.
+async fn require_token(
+    Extract(api): Extract<Api>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(expected) = &api.state.settings.admin.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !token_matches(given, expected.expose()) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// Constant-time comparison of digests: neither content nor length leaks through timing.
+fn token_matches(given: &str, expected: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    !given.is_empty() && bool::from(a.ct_eq(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_comparison() {
+        assert!(super::token_matches("abc", "abc"));
+        assert!(!super::token_matches("abd", "abc"));
+        assert!(!super::token_matches("", ""));
+        assert!(!super::token_matches("abcabc", "abc"));
+    }
+}

@@ -1,0 +1,302 @@
+//! The command line: `run`, `sweep --once`, `check`, `config show`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::app::{self, Backends, StartError, State};
+use crate::config::{self, ConfigError, Settings, Sources, vars};
+use crate::engine::RunRequest;
+use crate::logging::{self, Target};
+use crate::resource::Resource;
+use crate::runs::Trigger;
+use crate::secret::{MASK, redact_url};
+
+/// Keeps a RAG application's Redis, Qdrant and S3 storage within budget, safely.
+#[derive(Debug, Parser)]
+#[command(name = "janitor", version, about)]
+pub struct Cli {
+    /// The .env file to read (default: ./.env when present).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+    /// A TOML file with the same variables (lower priority than .env and the environment).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: the loops, the monitor and the admin API.
+    Run,
+    /// One sweep pass, then exit (0 on success, 1 on a failed or aborted run).
+    Sweep {
+        /// Required: a single pass (the loops are `janitor run`).
+        #[arg(long, required = true)]
+        once: bool,
+        /// Print the plan, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Which store.
+        #[arg(long, value_enum, default_value_t = Target_::All)]
+        resource: Target_,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config and ping every configured backend.
+    Check,
+    /// Configuration commands.
+    Config {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `janitor config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the effective configuration, secrets masked.
+    Show {
+        /// Print JSON instead of KEY=VALUE lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--resource` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[allow(non_camel_case_types)]
+pub enum Target_ {
+    /// Redis keys.
+    Redis,
+    /// Qdrant points.
+    Qdrant,
+    /// S3 objects.
+    S3,
+    /// Every configured store.
+    All,
+}
+
+/// What can go wrong on the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad configuration: exit 78.
+    #[error("config error: {0}")]
+    Config(#[from] ConfigError),
+    /// The daemon or a command could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Writing output or signals failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Cli {
+    fn sources(&self) -> Sources {
+        let env_file = self.env_file.clone().or_else(|| {
+            let default = PathBuf::from(".env");
+            default.is_file().then_some(default)
+        });
+        Sources::from_process(self.config.clone(), env_file)
+    }
+}
+
+/// Runs the command; the exit code for everything but errors.
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let sources = cli.sources();
+    let raw = config::merge(&sources)?;
+    let settings = Arc::new(Settings::from_raw(&raw)?);
+    match cli.command {
+        Command::Run => {
+            logging::init(settings.log_format, Target::Stdout, "info");
+            let listener = tokio::net::TcpListener::bind(settings.admin.addr)
+                .await
+                .map_err(StartError::Listen)?;
+            app::run(settings, listener, crate::shutdown::signals()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sweep {
+            dry_run,
+            resource,
+            json,
+            ..
+        } => {
+            logging::init(settings.log_format, Target::Stderr, "warn");
+            sweep(settings, dry_run, resource, json).await
+        }
+        Command::Check => {
+            logging::init(settings.log_format, Target::Stderr, "warn");
+            check(&settings).await
+        }
+        Command::Config {
+            action: ConfigAction::Show { json },
+        } => {
+            show(&raw, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn sweep(
+    settings: Arc<Settings>,
+    dry_run: bool,
+    target: Target_,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let state = State::new(settings).await?;
+    let resources: Vec<Resource> = match target {
+        Target_::Redis => vec![Resource::Redis],
+        Target_::Qdrant => vec![Resource::Qdrant],
+        Target_::S3 => vec![Resource::S3],
+        Target_::All => Resource::ALL
+            .into_iter()
+            .filter(|r| state.engine.enabled(*r))
+            .collect(),
+    };
+    if resources.is_empty() {
+        eprintln!("nothing to sweep: no sweepable backend is configured");
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut all_ok = true;
+    let mut results = Vec::new();
+    for resource in resources {
+        let req = RunRequest {
+            id: None,
+            resource,
+            trigger: Trigger::Cli,
+            dry_run,
+            priority: None,
+        };
+        let result = state.engine.run(req, SystemTime::now()).await;
+        all_ok &= result.record.outcome.is_success();
+        if json {
+            results.push(serde_json::json!({ "run": result.record, "plan": result.plan }));
+            continue;
+        }
+        let r = &result.record;
+        writeln!(
+            out,
+            "{} {} ({}): {}",
+            r.resource,
+            r.id,
+            if r.dry_run { "dry run" } else { "applied" },
+            r.outcome.as_str()
+        )?;
+        if let Some(m) = &r.message {
+            writeln!(out, "  {m}")?;
+        }
+        writeln!(
+            out,
+            "  store items {}, planned deletions {}, expirations {}; deleted {}, expired {}, skipped {}, failed {}",
+            r.store_items,
+            r.planned_deletions,
+            r.planned_expirations,
+            r.deleted,
+            r.expired,
+            r.skipped,
+            r.failed
+        )?;
+        for note in &r.notes {
+            writeln!(out, "  note: {note}")?;
+        }
+        if let Some(plan) = &result.plan {
+            for batch in &plan.batches {
+                writeln!(
+                    out,
+                    "  [{}] {} ({} items)",
+                    batch.target,
+                    batch.reason,
+                    batch.items.len()
+                )?;
+                for item in &batch.items {
+                    writeln!(
+                        out,
+                        "    {} {}",
+                        serde_json::to_value(&item.action)
+                            .ok()
+                            .and_then(|v| v["action"].as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        item.id
+                    )?;
+                }
+            }
+        }
+    }
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&results).unwrap_or_default()
+        )?;
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn check(settings: &Settings) -> Result<ExitCode, CliError> {
+    println!("config: ok");
+    let backends = Backends::new(settings).await.map_err(StartError::from)?;
+    let mut ok = true;
+    println!("{:<10} {:<12} detail", "backend", "status");
+    for (name, result) in backends.ping_all().await {
+        let (status, detail) = match result {
+            None => ("disabled", "no URL configured".to_string()),
+            Some(Ok(())) => ("ok", String::new()),
+            Some(Err(e)) => {
+                ok = false;
+                ("unreachable", e.to_string())
+            }
+        };
+        println!("{name:<10} {status:<12} {detail}");
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn show(raw: &config::RawConfig, json: bool) -> Result<(), CliError> {
+    let shown: Vec<(&str, String)> = vars::VARS
+        .iter()
+        .map(|v| {
+            let value = raw.get(v.name).cloned().unwrap_or_default();
+            let value = if v.secret && !value.is_empty() {
+                MASK.to_string()
+            } else {
+                redact_url(&value)
+            };
+            (v.name, value)
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> = shown
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&map).unwrap_or_default()
+        )?;
+    } else {
+        for (k, v) in shown {
+            writeln!(out, "{k}={v}")?;
+        }
+    }
+    Ok(())
+}
