@@ -262,9 +262,63 @@ pub fn closest(unknown: &str) -> Option<&'static str> {
         .map(|(_, n)| n)
 }
 
+/// `envs/.env.example`: every variable with its documentation and default.
+pub fn render_env_example() -> String {
+    let mut out = String::from(
+        "# resource-janitor configuration: every variable, with its default.\n\
+         # Generated from src/config/vars.rs (a test keeps the two in sync).\n\
+         # Precedence: defaults < --config TOML < this file (--env-file) < process environment.\n",
+    );
+    for v in VARS {
+        out.push_str(&format!("\n# {}\n", v.doc));
+        if v.default.is_empty() {
+            out.push_str(&format!("# {}=\n", v.name));
+        } else {
+            out.push_str(&format!("{}={}\n", v.name, v.default));
+        }
+    }
+    out
+}
+
+/// The README's configuration table (Markdown).
+pub fn render_markdown_table() -> String {
+    let mut out = String::from("| Variable | Default | Description |\n|---|---|---|\n");
+    for v in VARS {
+        let default = if v.default.is_empty() { "(unset)".to_string() } else { format!("`{}`", v.default) };
+        let secret = if v.secret { " Secret: never shown." } else { "" };
+        out.push_str(&format!("| `{}` | {} | {}{} |\n", v.name, default, v.doc.replace('|', "\\|"), secret));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Compares a generated file with the committed one; `UPDATE_GENERATED=1` rewrites it.
+    fn check_generated(path: &str, expected: &str) {
+        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        if std::env::var_os("UPDATE_GENERATED").is_some() {
+            std::fs::write(&full, expected).unwrap();
+        }
+        let actual = std::fs::read_to_string(&full).unwrap_or_default();
+        assert!(actual == expected, "{path} is out of date: run UPDATE_GENERATED=1 cargo test --lib generated");
+    }
+
+    #[test]
+    fn generated_env_example_is_current() {
+        check_generated("envs/.env.example", &render_env_example());
+    }
+
+    #[test]
+    fn generated_readme_table_is_current() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let (start, end) = ("<!-- config-table:start -->\n", "<!-- config-table:end -->");
+        let from = readme.find(start).expect("README has the config table markers") + start.len();
+        let to = readme.find(end).expect("README has the config table end marker");
+        let expected = format!("{}{}{}", &readme[..from], render_markdown_table(), &readme[to..]);
+        check_generated("README.md", &expected);
+    }
 
     #[test]
     fn names_are_unique_and_uppercase() {
