@@ -118,6 +118,8 @@ fn known_only(
             out.insert(name, value);
         } else if let Some((_, canonical)) = vars::ALIASES.iter().find(|(a, _)| *a == name) {
             aliased.push((canonical.to_string(), value));
+        } else if vars::TOOLING.contains(&name.as_str()) {
+            continue;
         } else if strict || name.starts_with("JANITOR_") {
             return Err(ConfigError::Unknown {
                 suggestion: vars::closest(&name),

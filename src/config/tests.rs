@@ -149,8 +149,15 @@ fn unknown_janitor_variables_are_errors_with_a_suggestion() {
     );
     let msg = err(&[("JANITOR_FROBNICATE_EVERYTHING_NOW", "1")]);
     assert_eq!(msg, "unknown variable JANITOR_FROBNICATE_EVERYTHING_NOW");
-    // other variables of the environment are none of our business
-    assert!(load(&env(&[("PATH", "/bin"), ("APP_SETTING", "x")])).is_ok());
+    // other variables of the environment are none of our business, nor the test tooling's
+    assert!(
+        load(&env(&[
+            ("PATH", "/bin"),
+            ("APP_SETTING", "x"),
+            ("JANITOR_REQUIRE_SERVICES", "1")
+        ]))
+        .is_ok()
+    );
 }
 
 #[test]
@@ -303,21 +310,40 @@ fn every_profile_in_envs_is_valid() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envs");
     let token = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token.path(), "profile-test-token-0123456789").unwrap();
-    for name in ["high-rotation.env", "long-term.env", "development.env", "production.env", ".env.example"] {
+    for name in [
+        "high-rotation.env",
+        "long-term.env",
+        "development.env",
+        "production.env",
+        ".env.example",
+    ] {
         let sources = Sources {
             env_file: Some(dir.join(name)),
             // production reads its token from a secrets file and needs S3 credentials
             environment: vec![
-                ("JANITOR_ADMIN_TOKEN_FILE".into(), token.path().display().to_string()),
+                (
+                    "JANITOR_ADMIN_TOKEN_FILE".into(),
+                    token.path().display().to_string(),
+                ),
                 ("AWS_ACCESS_KEY_ID".into(), "k".into()),
                 ("AWS_SECRET_ACCESS_KEY".into(), "s".into()),
             ],
             ..Sources::default()
         };
         let settings = load(&sources).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(settings.retention.ttl(Resource::Redis) >= Duration::from_secs(60), "{name}");
+        assert!(
+            settings.retention.ttl(Resource::Redis) >= Duration::from_secs(60),
+            "{name}"
+        );
     }
-    let dev = load(&Sources { env_file: Some(dir.join("development.env")), ..Sources::default() }).unwrap();
-    assert_eq!(dev.retention.ttl(Resource::Redis), Duration::from_secs(1800));
+    let dev = load(&Sources {
+        env_file: Some(dir.join("development.env")),
+        ..Sources::default()
+    })
+    .unwrap();
+    assert_eq!(
+        dev.retention.ttl(Resource::Redis),
+        Duration::from_secs(1800)
+    );
     assert!(dev.safety.dry_run);
 }

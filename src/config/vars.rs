@@ -35,6 +35,15 @@ const fn secret(name: &'static str, doc: &'static str) -> Var {
     }
 }
 
+/// `JANITOR_*` names that belong to the test tooling (scripts/services.sh, the test suite),
+/// not to the daemon: ignored rather than reported as unknown, since CI exports them.
+pub const TOOLING: &[&str] = &[
+    "JANITOR_REQUIRE_SERVICES",
+    "JANITOR_SERVICES_DIR",
+    "JANITOR_SERVICES_ENV",
+    "JANITOR_CACHE_DIR",
+];
+
 /// Accepted as another name for a variable: (alias, canonical).
 pub const ALIASES: &[(&str, &str)] = &[("MINIO_ENDPOINT", "S3_ENDPOINT")];
 
@@ -284,9 +293,23 @@ pub fn render_env_example() -> String {
 pub fn render_markdown_table() -> String {
     let mut out = String::from("| Variable | Default | Description |\n|---|---|---|\n");
     for v in VARS {
-        let default = if v.default.is_empty() { "(unset)".to_string() } else { format!("`{}`", v.default) };
-        let secret = if v.secret { " Secret: never shown." } else { "" };
-        out.push_str(&format!("| `{}` | {} | {}{} |\n", v.name, default, v.doc.replace('|', "\\|"), secret));
+        let default = if v.default.is_empty() {
+            "(unset)".to_string()
+        } else {
+            format!("`{}`", v.default)
+        };
+        let secret = if v.secret {
+            " Secret: never shown."
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {}{} |\n",
+            v.name,
+            default,
+            v.doc.replace('|', "\\|"),
+            secret
+        ));
     }
     out
 }
@@ -302,7 +325,10 @@ mod tests {
             std::fs::write(&full, expected).unwrap();
         }
         let actual = std::fs::read_to_string(&full).unwrap_or_default();
-        assert!(actual == expected, "{path} is out of date: run UPDATE_GENERATED=1 cargo test --lib generated");
+        assert!(
+            actual == expected,
+            "{path} is out of date: run UPDATE_GENERATED=1 cargo test --lib generated"
+        );
     }
 
     #[test]
@@ -312,11 +338,22 @@ mod tests {
 
     #[test]
     fn generated_readme_table_is_current() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
         let (start, end) = ("<!-- config-table:start -->\n", "<!-- config-table:end -->");
-        let from = readme.find(start).expect("README has the config table markers") + start.len();
-        let to = readme.find(end).expect("README has the config table end marker");
-        let expected = format!("{}{}{}", &readme[..from], render_markdown_table(), &readme[to..]);
+        let from = readme
+            .find(start)
+            .expect("README has the config table markers")
+            + start.len();
+        let to = readme
+            .find(end)
+            .expect("README has the config table end marker");
+        let expected = format!(
+            "{}{}{}",
+            &readme[..from],
+            render_markdown_table(),
+            &readme[to..]
+        );
         check_generated("README.md", &expected);
     }
 

@@ -68,7 +68,7 @@ async fn redis_set_scan_and_idletime() {
     );
 }
 
-fn s3_client(endpoint: &str, access: &str, secret: &str) -> aws_sdk_s3::Client {
+pub fn s3_client(endpoint: &str, access: &str, secret: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(endpoint)

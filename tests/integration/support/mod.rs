@@ -11,6 +11,7 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod process;
 
 use std::collections::HashMap;

@@ -1,0 +1,375 @@
+//! The `janitor` binary against the real servers: measured metrics, the admin API's
+//! statuses and shapes, secret masking, configuration errors.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use mongodb::bson::doc;
+use qdrant_client::Qdrant;
+use qdrant_client::qdrant::{
+    CreateCollectionBuilder, Distance, PointStruct, UpsertPointsBuilder, VectorParamsBuilder,
+};
+use serde_json::Value;
+
+use crate::require_services;
+use crate::support::daemon::{self, Daemon, TOKEN};
+use crate::support::{Namespace, Services};
+
+async fn get(d: &Daemon, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().get(d.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn post(
+    d: &Daemon,
+    path: &str,
+    body: impl Into<reqwest::Body>,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(d.url(path))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
+/// Polls /api/resources/metrics until every store has been measured.
+async fn wait_measured(d: &Daemon) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, m) = get(d, "/api/resources/metrics", Some(TOKEN)).await;
+        if ["redis", "qdrant", "minio", "mongodb"]
+            .iter()
+            .all(|k| m[k]["status"] == "ok")
+        {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all measured: {m:#}\n{}",
+            d.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn seed_all_four(svc: &Services, ns: &Namespace) {
+    let client = redis::Client::open(svc.redis_url(ns.redis_db)).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    for i in 0..25 {
+        redis::cmd("SET")
+            .arg(ns.key(&format!("k{i}")))
+            .arg("x".repeat(1000))
+            .query_async::<()>(&mut con)
+            .await
+            .unwrap();
+    }
+    let s3 = crate::smoke::s3_client(
+        svc.get("S3_ENDPOINT"),
+        svc.get("AWS_ACCESS_KEY_ID"),
+        svc.get("AWS_SECRET_ACCESS_KEY"),
+    );
+    for i in 0..3 {
+        s3.put_object()
+            .bucket(svc.get("S3_BUCKET"))
+            .key(format!("{}f{i}", ns.s3_prefix()))
+            .body(ByteStream::from(vec![b'z'; 10_000]))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mongo = mongodb::Client::with_uri_str(svc.get("MONGODB_URI"))
+        .await
+        .unwrap();
+    let docs = mongo.database(&ns.mongo_db()).collection("documents");
+    for i in 0..7 {
+        docs.insert_one(doc! { "minio_key": format!("{}f{i}", ns.s3_prefix()) })
+            .await
+            .unwrap();
+    }
+    let qdrant = Qdrant::from_url(svc.get("QDRANT_URL")).build().unwrap();
+    let name = ns.collection("vectors");
+    qdrant
+        .create_collection(
+            CreateCollectionBuilder::new(&name)
+                .vectors_config(VectorParamsBuilder::new(4, Distance::Dot)),
+        )
+        .await
+        .unwrap();
+    let points: Vec<PointStruct> = (0..11u64)
+        .map(|i| {
+            PointStruct::new(
+                i,
+                vec![1.0, 0.0, 0.0, i as f32],
+                qdrant_client::Payload::new(),
+            )
+        })
+        .collect();
+    qdrant
+        .upsert_points(UpsertPointsBuilder::new(&name, points).wait(true))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn reports_measured_metrics_for_all_four_backends() {
+    let svc = require_services!();
+    let ns = Namespace::new("daemon-metrics");
+    seed_all_four(svc, &ns).await;
+    let dir = daemon::tempdir();
+    let d = Daemon::start(daemon::env_for(svc, &ns, dir.path()), dir).await;
+    let m = wait_measured(&d).await;
+    // Redis: this test's own database, so the count is exact; memory is the server's own
+    assert_eq!(m["redis"]["total_items"], 25);
+    assert!(m["redis"]["size_mb"].as_f64().unwrap() > 0.1, "{m:#}");
+    assert!(m["redis"]["usage_percentage"].as_f64().unwrap() > 0.0);
+    // shared servers: other tests add to these, never subtract from ours
+    assert!(m["minio"]["total_items"].as_u64().unwrap() >= 3);
+    assert!(m["minio"]["size_mb"].as_f64().unwrap() >= 0.02);
+    assert!(m["minio"]["oldest_age_hours"].as_f64().is_some());
+    assert!(m["qdrant"]["total_items"].as_u64().unwrap() >= 11);
+    assert_eq!(
+        m["qdrant"]["size_mb"],
+        Value::Null,
+        "Qdrant reports no bytes: never estimated"
+    );
+    assert_eq!(m["mongodb"]["total_items"], 7, "this test's own database");
+    for key in ["redis", "qdrant", "minio", "mongodb"] {
+        assert_eq!(m[key]["cleanup_priority"], "LOW");
+    }
+    let (status, ready) = get(&d, "/readyz", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(ready["backends"]["redis"]["status"], "ok");
+    let (_, text) = get(&d, "/metrics", None).await;
+    let text = text.as_str().unwrap().to_string();
+    assert!(
+        text.contains("janitor_resource_items{resource=\"redis\"} 25"),
+        "{text}"
+    );
+    assert!(text.contains("janitor_worker_state{worker=\"monitor\""));
+}
+
+#[tokio::test]
+async fn api_statuses_and_shapes() {
+    let svc = require_services!();
+    let ns = Namespace::new("daemon-api");
+    let dir = daemon::tempdir();
+    let d = Daemon::start(daemon::env_for(svc, &ns, dir.path()), dir).await;
+
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(get(&d, open, None).await.0, 200, "{open} needs no token");
+    }
+    for (_, path) in resource_janitor::api::ROUTES
+        .iter()
+        .filter(|(m, _)| *m == "GET")
+    {
+        let (status, _) = get(&d, path, Some(TOKEN)).await;
+        assert_eq!(status, 200, "GET {path}");
+    }
+    for path in [
+        "/api/resources/metrics",
+        "/api/workers",
+        "/api/resources/queue",
+    ] {
+        let (status, body) = get(&d, path, None).await;
+        assert_eq!(status, 401, "{path} without token");
+        assert_eq!(body["error"]["code"], "unauthorized");
+        assert_eq!(get(&d, path, Some("wrong-token")).await.0, 401);
+    }
+    let (_, q) = get(&d, "/api/resources/queue", Some(TOKEN)).await;
+    assert_eq!(q["queue_size"], 0);
+    assert!(q["tasks"].as_array().unwrap().is_empty());
+    let (_, w) = get(&d, "/api/workers", Some(TOKEN)).await;
+    assert!(
+        w["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "monitor")
+    );
+    let (_, runs) = get(&d, "/api/resources/runs", Some(TOKEN)).await;
+    assert!(runs["runs"].is_array());
+    let (_, doc) = get(&d, "/api/openapi.json", Some(TOKEN)).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(get(&d, "/no/such/route", Some(TOKEN)).await.0, 404);
+
+    let cleanup = "/api/resources/cleanup";
+    assert_eq!(post(&d, cleanup, "{}", None).await.status(), 401);
+    let r = post(&d, cleanup, "{not json", Some(TOKEN)).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "bad_request"
+    );
+    let r = post(&d, cleanup, vec![b' '; 65 * 1024], Some(TOKEN)).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "payload_too_large"
+    );
+    let r = post(&d, cleanup, r#"{"resource_type": "postgres"}"#, Some(TOKEN)).await;
+    assert_eq!(r.status(), 422);
+    assert!(
+        r.json::<Value>().await.unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("postgres")
+    );
+    let r = post(
+        &d,
+        cleanup,
+        r#"{"resource_type": "redis_cache", "priority": "URGENT"}"#,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+}
+
+#[tokio::test]
+async fn without_a_token_cleanup_is_forbidden() {
+    let svc = require_services!();
+    let ns = Namespace::new("daemon-notoken");
+    let dir = daemon::tempdir();
+    let env: Vec<_> = daemon::env_for(svc, &ns, dir.path())
+        .into_iter()
+        .filter(|(k, _)| k != "JANITOR_ADMIN_TOKEN")
+        .collect();
+    let d = Daemon::start(env, dir).await;
+    assert_eq!(
+        get(&d, "/api/resources/metrics", None).await.0,
+        200,
+        "reads stay open on loopback"
+    );
+    let r = post(&d, "/api/resources/cleanup", "{}", None).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("JANITOR_ADMIN_TOKEN")
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_printed() {
+    let svc = require_services!();
+    let ns = Namespace::new("daemon-secrets");
+    let dir = daemon::tempdir();
+    let dead = crate::support::process::free_port();
+    let mut env = daemon::env_for(svc, &ns, dir.path());
+    let secrets = [
+        "redis-pass-8c1f",
+        "qdrant-key-77d2",
+        "mongo-pass-3b9e",
+        TOKEN,
+    ];
+    env.retain(|(k, _)| !["REDIS_URL", "MONGODB_URI"].contains(&k.as_str()));
+    env.push((
+        "REDIS_URL".into(),
+        format!("redis://app:{}@127.0.0.1:{dead}/0", secrets[0]),
+    ));
+    env.push(("QDRANT_API_KEY".into(), secrets[1].into()));
+    env.push((
+        "MONGODB_URI".into(),
+        format!(
+            "mongodb://app:{}@127.0.0.1:{dead}/?directConnection=true",
+            secrets[2]
+        ),
+    ));
+    env.push(("JANITOR_BACKEND_TIMEOUT_SECONDS".into(), "1".into()));
+    let aws_secret = svc.get("AWS_SECRET_ACCESS_KEY").to_string();
+
+    // config show, check, a bad value, then the daemon with failing backends
+    let mut printed = String::new();
+    for args in [
+        vec!["config", "show"],
+        vec!["config", "show", "--json"],
+        vec!["check"],
+    ] {
+        let out_dir = daemon::tempdir();
+        daemon::janitor(&env, &out_dir)
+            .args(&args)
+            .status()
+            .unwrap();
+        printed += &std::fs::read_to_string(out_dir.path().join("stdout.log")).unwrap();
+        printed += &std::fs::read_to_string(out_dir.path().join("stderr.log")).unwrap();
+    }
+    assert!(
+        printed.contains("app:****@"),
+        "URLs are shown redacted: {printed}"
+    );
+    let d = Daemon::start(env, dir).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, m) = get(&d, "/api/resources/metrics", Some(TOKEN)).await;
+        if m["redis"]["status"] == "error" && m["mongodb"]["status"] == "error" {
+            printed += &m.to_string();
+            break;
+        }
+        assert!(Instant::now() < deadline, "backends never failed: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for path in ["/readyz", "/api/workers", "/api/resources/runs"] {
+        printed += &get(&d, path, Some(TOKEN)).await.1.to_string();
+    }
+    printed += &d.output();
+    for s in secrets.iter().chain([&aws_secret.as_str()]) {
+        assert!(
+            !printed.contains(s),
+            "secret {s} printed somewhere:\n{printed}"
+        );
+    }
+}
+
+#[test]
+fn bad_config_exits_78_naming_the_variable() {
+    let dir = daemon::tempdir();
+    let env = vec![("CLEANUP_THRESHOLD_HIGH".to_string(), "2".to_string())];
+    let status = daemon::janitor(&env, &dir).arg("check").status().unwrap();
+    assert_eq!(status.code(), Some(78));
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("CLEANUP_THRESHOLD_HIGH=\"2\""), "{stderr}");
+    let env = vec![("JANITOR_DRYRUN".to_string(), "true".to_string())];
+    let status = daemon::janitor(&env, &dir).arg("run").status().unwrap();
+    assert_eq!(status.code(), Some(78));
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(stderr.contains("did you mean JANITOR_DRY_RUN?"), "{stderr}");
+}
+
+#[test]
+fn check_fails_when_a_configured_backend_is_unreachable() {
+    let dir = daemon::tempdir();
+    let dead = crate::support::process::free_port();
+    let env = vec![
+        (
+            "REDIS_URL".to_string(),
+            format!("redis://127.0.0.1:{dead}/0"),
+        ),
+        (
+            "JANITOR_BACKEND_TIMEOUT_SECONDS".to_string(),
+            "1".to_string(),
+        ),
+    ];
+    let status = daemon::janitor(&env, &dir).arg("check").status().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let out = std::fs::read_to_string(dir.path().join("stdout.log")).unwrap();
+    assert!(
+        out.contains("redis") && out.contains("unreachable"),
+        "{out}"
+    );
+    assert!(out.contains("qdrant") && out.contains("disabled"), "{out}");
+}
