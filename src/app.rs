@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditError, AuditLog};
 use crate::backend::BackendError;
+use crate::backend::redis::sweep::RedisSweeper;
 use crate::backend::{mongo::Mongo, qdrant::Qdrant, redis::Redis, s3::S3};
 use crate::config::Settings;
 use crate::engine::{Engine, RunRequest};
@@ -90,8 +91,15 @@ impl Backends {
     }
 
     /// The sweepers of the configured backends.
-    pub fn sweepers(&self) -> Vec<Arc<dyn Sweeper>> {
-        Vec::new()
+    pub fn sweepers(&self, settings: &Settings) -> Vec<Arc<dyn Sweeper>> {
+        let mut sweepers: Vec<Arc<dyn Sweeper>> = Vec::new();
+        if let Some(redis) = &self.redis {
+            sweepers.push(Arc::new(RedisSweeper::new(
+                redis.clone(),
+                settings.redis_sweep.clone(),
+            )));
+        }
+        sweepers
     }
 }
 
@@ -137,7 +145,7 @@ impl State {
         let cancel = CancellationToken::new();
         let engine = Engine::new(
             settings.clone(),
-            backends.sweepers(),
+            backends.sweepers(&settings),
             audit,
             metrics.clone(),
             cancel.clone(),

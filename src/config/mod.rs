@@ -8,6 +8,7 @@
 //! which `main` prints on one line before exiting with 78 (EX_CONFIG).
 
 mod settings;
+mod sweepers;
 pub mod vars;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::Value;
 
 pub use settings::*;
+pub use sweepers::*;
 
 /// A configuration value that cannot be used. Printed as one line.
 #[derive(Debug, thiserror::Error)]

@@ -43,6 +43,8 @@ pub struct Settings {
     /// How long SIGTERM waits for workers.
     #[serde(with = "secs")]
     pub shutdown_timeout: Duration,
+    /// The Redis sweeper's policies and pacing.
+    pub redis_sweep: super::sweepers::RedisSweep,
 }
 
 /// TTLs per sweepable resource.
@@ -204,20 +206,20 @@ pub const TTL_FLOORS: [Duration; 3] = [
 ];
 
 /// Reads values from the merged map, each failure naming its variable.
-struct Reader<'a>(&'a RawConfig);
+pub(super) struct Reader<'a>(pub(super) &'a RawConfig);
 
 impl Reader<'_> {
-    fn text(&self, name: &str) -> &str {
+    pub(super) fn text(&self, name: &str) -> &str {
         self.0.get(name).map(|s| s.trim()).unwrap_or_default()
     }
 
-    fn optional(&self, name: &str) -> Option<String> {
+    pub(super) fn optional(&self, name: &str) -> Option<String> {
         Some(self.text(name))
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     }
 
-    fn invalid(&self, name: &str, expected: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(&self, name: &str, expected: impl Into<String>) -> ConfigError {
         let secret = vars::lookup(name).is_some_and(|v| v.secret);
         ConfigError::Invalid {
             variable: name.to_string(),
@@ -230,28 +232,28 @@ impl Reader<'_> {
         }
     }
 
-    fn positive(&self, name: &str) -> Result<f64, ConfigError> {
+    pub(super) fn positive(&self, name: &str) -> Result<f64, ConfigError> {
         match self.text(name).parse::<f64>() {
             Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
             _ => Err(self.invalid(name, "a number greater than 0")),
         }
     }
 
-    fn fraction(&self, name: &str) -> Result<f64, ConfigError> {
+    pub(super) fn fraction(&self, name: &str) -> Result<f64, ConfigError> {
         match self.text(name).parse::<f64>() {
             Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
             _ => Err(self.invalid(name, "a fraction greater than 0 and at most 1")),
         }
     }
 
-    fn count(&self, name: &str) -> Result<u64, ConfigError> {
+    pub(super) fn count(&self, name: &str) -> Result<u64, ConfigError> {
         match self.text(name).parse::<u64>() {
             Ok(v) if v > 0 => Ok(v),
             _ => Err(self.invalid(name, "a whole number greater than 0")),
         }
     }
 
-    fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
+    pub(super) fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
         match self.text(name).to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(true),
             "false" | "0" | "no" | "off" | "" => Ok(false),
@@ -260,12 +262,12 @@ impl Reader<'_> {
     }
 
     /// A duration given in `unit` seconds (hours, days, seconds), fractions allowed.
-    fn duration(&self, name: &str, unit: f64) -> Result<Duration, ConfigError> {
+    pub(super) fn duration(&self, name: &str, unit: f64) -> Result<Duration, ConfigError> {
         Duration::try_from_secs_f64(self.positive(name)? * unit)
             .map_err(|_| self.invalid(name, "a number greater than 0 (and not absurdly large)"))
     }
 
-    fn url(&self, name: &str, schemes: &[&str]) -> Result<Option<String>, ConfigError> {
+    pub(super) fn url(&self, name: &str, schemes: &[&str]) -> Result<Option<String>, ConfigError> {
         let Some(url) = self.optional(name) else {
             return Ok(None);
         };
@@ -483,6 +485,7 @@ impl Settings {
             admin,
             log_format,
             shutdown_timeout,
+            redis_sweep: super::sweepers::redis_sweep(&r, ttl[0], allow_short_ttl)?,
         })
     }
 
@@ -515,7 +518,7 @@ fn admin_token(r: &Reader<'_>) -> Result<Option<Secret>, ConfigError> {
 }
 
 /// Durations as (fractional) seconds in `config show` and the API.
-mod secs {
+pub(super) mod secs {
     use std::time::Duration;
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())

@@ -197,6 +197,37 @@ pub const VARS: &[Var] = &[
         "janitor-audit.jsonl",
         "Append-only JSONL audit log: one record per applied batch.",
     ),
+    // Redis sweeper
+    var(
+        "JANITOR_REDIS_POLICIES",
+        "",
+        "Policies per key pattern: pattern=expire|delete_idle|delete[:duration];... Default doc_segments:*=expire at REDIS_CACHE_TTL_HOURS.",
+    ),
+    var(
+        "JANITOR_REDIS_PROTECT",
+        "",
+        "Key patterns (Redis globs, comma-separated) never touched, whatever matches.",
+    ),
+    var(
+        "JANITOR_REDIS_SCAN_COUNT",
+        "1000",
+        "SCAN COUNT hint: keys examined per batch.",
+    ),
+    var(
+        "JANITOR_REDIS_TYPE",
+        "",
+        "Only sweep keys of this type (SCAN TYPE: string, list, set, zset, hash, stream).",
+    ),
+    var(
+        "JANITOR_REDIS_MAX_OPS_PER_SEC",
+        "50000",
+        "Most Redis commands per second a sweep sends (0: unpaced).",
+    ),
+    var(
+        "JANITOR_REDIS_BATCH_PAUSE_MS",
+        "2",
+        "Pause between SCAN batches, milliseconds, so the application's latency stays low.",
+    ),
     // scheduling
     var(
         "JANITOR_QUEUE_CAPACITY",

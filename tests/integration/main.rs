@@ -4,4 +4,5 @@
 mod support;
 
 mod daemon;
+mod redis_sweep;
 mod smoke;

@@ -1,4 +1,8 @@
-//! Redis: connection and measurement (`INFO memory`, `DBSIZE`).
+//! Redis: connection and measurement (`INFO memory`, `DBSIZE`); the sweeper in [`sweep`].
+
+pub mod keys;
+pub mod policy;
+pub mod sweep;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,374 @@
+//! The Redis sweeper: keys without TTL, by policy, with SCAN, pipelines and UNLINK.
+//!
+//! Planning walks each policy's pattern with `SCAN MATCH COUNT [TYPE]` and, per batch, sends
+//! one pipeline of `PTTL` (plus `OBJECT IDLETIME` and `OBJECT REFCOUNT` for idle policies).
+//! Applying sends one pipeline per batch in which every action re-checks its key atomically:
+//! `EXPIRE key ttl NX` only sets a TTL where there is none, and [`UNLINK_IF_STILL_IDLE`]
+//! unlinks only a key that still has no TTL and is still idle. So a key that got a TTL, or
+//! was read, between SCAN and action survives; SCAN returning a key twice is harmless.
+//!
+//! Two server facts shape it: under an LFU `maxmemory-policy` `OBJECT IDLETIME` is refused,
+//! so idle policies fall back to `expire` (said once); and small integers are shared objects
+//! whose idle time is the server's uptime, so they are never taken for idle (refcount is
+//! INT_MAX). Pacing (`JANITOR_REDIS_MAX_OPS_PER_SEC`, a pause between batches) keeps the
+//! application's latency low.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+
+use super::Redis;
+use super::keys::{escape, glob_match, unescape};
+use super::policy::{Policy, PolicyAction};
+use crate::backend::BackendError;
+use crate::config::RedisSweep;
+use crate::plan::{Action, Batch, Plan, PlannedItem};
+use crate::resource::Resource;
+use crate::sweep::{Applied, SweepContext, SweepError, Sweeper};
+
+const NAME: &str = "redis";
+/// OBJECT REFCOUNT of a shared object (OBJ_SHARED_REFCOUNT).
+const SHARED_REFCOUNT: i64 = i32::MAX as i64;
+
+/// Unlinks KEYS[1] only if it has no TTL and, when ARGV[1] > 0, has been idle that many
+/// seconds (and is not a shared integer). Returns 1 if unlinked, 0 if left alone.
+pub const UNLINK_IF_STILL_IDLE: &str = r#"
+if redis.call('PTTL', KEYS[1]) ~= -1 then return 0 end
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  if redis.call('OBJECT', 'REFCOUNT', KEYS[1]) == 2147483647 then return 0 end
+  if redis.call('OBJECT', 'IDLETIME', KEYS[1]) < limit then return 0 end
+end
+return redis.call('UNLINK', KEYS[1])
+"#;
+
+/// Spaces out commands to at most `per_sec` a second (0: no limit).
+struct Pacer {
+    per_sec: u64,
+    start: Instant,
+    sent: u64,
+}
+
+impl Pacer {
+    fn new(per_sec: u64) -> Self {
+        Self {
+            per_sec,
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    async fn take(&mut self, ops: u64) {
+        self.sent += ops;
+        if self.per_sec == 0 {
+            return;
+        }
+        let due = self.start + Duration::from_secs_f64(self.sent as f64 / self.per_sec as f64);
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+/// The Redis sweeper.
+pub struct RedisSweeper {
+    redis: Redis,
+    settings: RedisSweep,
+    lfu_reported: AtomicBool,
+}
+
+impl RedisSweeper {
+    /// A sweeper with `settings` over `redis`.
+    pub fn new(redis: Redis, settings: RedisSweep) -> Self {
+        Self {
+            redis,
+            settings,
+            lfu_reported: AtomicBool::new(false),
+        }
+    }
+
+    fn policies(&self, ctx: &SweepContext) -> Vec<Policy> {
+        let pressure = ctx.priority.is_some_and(|p| p.is_pressure());
+        self.settings
+            .policies
+            .iter()
+            .map(|p| {
+                if pressure {
+                    p.under_pressure(ctx.ttl)
+                } else {
+                    p.clone()
+                }
+            })
+            .collect()
+    }
+
+    fn protected(&self, key: &[u8]) -> bool {
+        self.settings
+            .protect
+            .iter()
+            .any(|p| glob_match(p.as_bytes(), key))
+    }
+
+    async fn plan_inner(&self, ctx: &SweepContext) -> Result<Plan, BackendError> {
+        let mut con = self.redis.connection().await?;
+        let timeout = self.redis.timeout();
+        let mut plan = Plan::new(Resource::Redis, ctx.ttl);
+        let (info, dbsize): (String, u64) = crate::backend::timed(
+            NAME,
+            timeout,
+            redis::pipe()
+                .cmd("INFO")
+                .arg("memory")
+                .cmd("DBSIZE")
+                .query_async(&mut con),
+        )
+        .await?;
+        plan.store_items = dbsize;
+        if let Some(used) = super::info_field(&info, "used_memory") {
+            plan.notes.push(format!("used_memory before: {used} bytes"));
+        }
+        let policies = self.policies(ctx);
+        let limit = ctx.cap.planning_limit();
+        let mut pacer = Pacer::new(self.settings.max_ops_per_sec);
+        let mut planned: u64 = 0;
+        let mut lfu = false;
+        'policies: for (i, policy) in policies.iter().enumerate() {
+            let (mut scanned, mut without_ttl, mut shared, mut oldest_idle) =
+                (0u64, 0u64, 0u64, 0i64);
+            let mut cursor: u64 = 0;
+            loop {
+                if ctx.cancel.is_cancelled() {
+                    plan.notes
+                        .push("planning stopped by shutdown: partial plan".into());
+                    break 'policies;
+                }
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&policy.pattern)
+                    .arg("COUNT")
+                    .arg(self.settings.scan_count);
+                if let Some(t) = &self.settings.key_type {
+                    scan.arg("TYPE").arg(t);
+                }
+                let (next, keys): (u64, Vec<Vec<u8>>) =
+                    crate::backend::timed(NAME, timeout, scan.query_async(&mut con)).await?;
+                cursor = next;
+                scanned += keys.len() as u64;
+                // protected keys and keys an earlier policy owns are not ours
+                let keys: Vec<Vec<u8>> = keys
+                    .into_iter()
+                    .filter(|k| {
+                        !self.protected(k)
+                            && !policies[..i]
+                                .iter()
+                                .any(|p| glob_match(p.pattern.as_bytes(), k))
+                    })
+                    .collect();
+                let idle_policy = matches!(policy.action, PolicyAction::DeleteIdle(_)) && !lfu;
+                let facts = match self.key_facts(&mut con, &keys, idle_policy).await {
+                    Err(e) if idle_policy && e.to_string().contains("LFU") => {
+                        lfu = true;
+                        self.report_lfu();
+                        plan.notes.push(
+                            "maxmemory-policy is LFU: OBJECT IDLETIME is refused, delete_idle policies fall back to expire".into(),
+                        );
+                        self.key_facts(&mut con, &keys, false).await?
+                    }
+                    other => other?,
+                };
+                pacer
+                    .take(keys.len() as u64 * if idle_policy { 3 } else { 1 })
+                    .await;
+                let mut items = Vec::new();
+                for (key, (pttl, idle, refcount)) in keys.iter().zip(facts) {
+                    if pttl != -1 {
+                        continue; // has a TTL (left to Redis) or is gone
+                    }
+                    without_ttl += 1;
+                    let action = match (policy.action, lfu) {
+                        (PolicyAction::Expire(ttl), _) | (PolicyAction::DeleteIdle(ttl), true) => {
+                            Some(Action::Expire(ttl.as_secs().max(1)))
+                        }
+                        (PolicyAction::Delete, _) => Some(Action::Delete),
+                        (PolicyAction::DeleteIdle(limit), false) => {
+                            if refcount == SHARED_REFCOUNT {
+                                shared += 1;
+                                None
+                            } else {
+                                oldest_idle = oldest_idle.max(idle);
+                                (idle >= limit.as_secs() as i64).then_some(Action::Delete)
+                            }
+                        }
+                    };
+                    if let Some(action) = action {
+                        items.push(PlannedItem {
+                            id: escape(key),
+                            action,
+                        });
+                    }
+                }
+                planned += items.len() as u64;
+                if !items.is_empty() {
+                    let reason = if lfu && matches!(policy.action, PolicyAction::DeleteIdle(_)) {
+                        format!("{} (LFU: expire instead)", policy.describe())
+                    } else {
+                        policy.describe()
+                    };
+                    plan.batches.push(Batch {
+                        target: policy.pattern.clone(),
+                        reason,
+                        items,
+                    });
+                }
+                if planned > limit {
+                    plan.notes.push(format!("planning stopped at {planned} items (the cap allows at most {limit}); the next run continues"));
+                    break 'policies;
+                }
+                if cursor == 0 {
+                    break;
+                }
+                tokio::time::sleep(self.settings.batch_pause).await;
+            }
+            let mut note = format!(
+                "{}: {scanned} keys scanned, {without_ttl} without TTL",
+                policy.pattern
+            );
+            if matches!(policy.action, PolicyAction::DeleteIdle(_)) && !lfu {
+                note += &format!(", oldest idle {oldest_idle} s");
+            }
+            if shared > 0 {
+                note += &format!(", {shared} shared small integers skipped (idle time unknown)");
+            }
+            plan.notes.push(note);
+        }
+        Ok(plan)
+    }
+
+    /// (PTTL, idle seconds, refcount) per key; idle and refcount only for idle policies.
+    async fn key_facts(
+        &self,
+        con: &mut ConnectionManager,
+        keys: &[Vec<u8>],
+        idle: bool,
+    ) -> Result<Vec<(i64, i64, i64)>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("PTTL").arg(k);
+            if idle {
+                pipe.cmd("OBJECT")
+                    .arg("IDLETIME")
+                    .arg(k)
+                    .cmd("OBJECT")
+                    .arg("REFCOUNT")
+                    .arg(k);
+            }
+        }
+        let timeout = self.redis.timeout();
+        if !idle {
+            let ttls: Vec<i64> =
+                crate::backend::timed(NAME, timeout, pipe.query_async(con)).await?;
+            return Ok(ttls.into_iter().map(|t| (t, 0, 0)).collect());
+        }
+        // a key gone between commands answers nil to OBJECT
+        let raw: Vec<Option<i64>> =
+            crate::backend::timed(NAME, timeout, pipe.query_async(con)).await?;
+        Ok(raw
+            .chunks(3)
+            .map(|c| (c[0].unwrap_or(-2), c[1].unwrap_or(0), c[2].unwrap_or(0)))
+            .collect())
+    }
+
+    fn report_lfu(&self) {
+        if !self.lfu_reported.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "redis maxmemory-policy is LFU: OBJECT IDLETIME is refused; delete_idle policies fall back to expire"
+            );
+        }
+    }
+
+    async fn apply_inner(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
+        let policy = self
+            .policies(ctx)
+            .into_iter()
+            .find(|p| p.pattern == batch.target)
+            .ok_or_else(|| {
+                SweepError::Refused(format!("batch for unknown pattern {}", batch.target))
+            })?;
+        let idle_limit = match policy.action {
+            PolicyAction::DeleteIdle(d) => d.as_secs().max(1),
+            _ => 0,
+        };
+        let mut con = self.redis.connection().await?;
+        let timeout = self.redis.timeout();
+        let script = redis::Script::new(UNLINK_IF_STILL_IDLE);
+        let mut pipe = redis::pipe();
+        // a per-key error is recorded for that key, not taken for the whole batch's
+        pipe.ignore_errors();
+        let mut ids = Vec::with_capacity(batch.items.len());
+        for item in &batch.items {
+            let key = unescape(&item.id).ok_or_else(|| {
+                SweepError::Refused(format!("unreadable key in plan: {}", item.id))
+            })?;
+            match item.action {
+                Action::Expire(secs) => pipe.cmd("EXPIRE").arg(&key).arg(secs).arg("NX"),
+                Action::Delete => pipe
+                    .cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(1)
+                    .arg(&key)
+                    .arg(idle_limit),
+            };
+            ids.push(item);
+        }
+        // make sure the script is loaded (idempotent, cheap), then run the batch
+        crate::backend::timed(
+            NAME,
+            timeout,
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(UNLINK_IF_STILL_IDLE)
+                .query_async::<String>(&mut con),
+        )
+        .await?;
+        let results: Vec<redis::Value> =
+            crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await?;
+        let mut applied = Applied::default();
+        for (item, result) in ids.into_iter().zip(results) {
+            match (result, &item.action) {
+                (redis::Value::Int(1), Action::Expire(_)) => applied.expired += 1,
+                (redis::Value::Int(1), Action::Delete) => applied.deleted += 1,
+                (redis::Value::Int(_), _) => applied.skipped += 1,
+                (redis::Value::ServerError(_), _) => applied.failed.push(item.id.clone()),
+                _ => applied.skipped += 1,
+            }
+        }
+        Pacer::new(self.settings.max_ops_per_sec)
+            .take(batch.items.len() as u64)
+            .await;
+        Ok(applied)
+    }
+}
+
+impl Sweeper for RedisSweeper {
+    fn resource(&self) -> Resource {
+        Resource::Redis
+    }
+
+    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>> {
+        async move { Ok(self.plan_inner(ctx).await?) }.boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        batch: &'a Batch,
+        ctx: &'a SweepContext,
+    ) -> BoxFuture<'a, Result<Applied, SweepError>> {
+        self.apply_inner(batch, ctx).boxed()
+    }
+}

@@ -1,0 +1,95 @@
+//! Settings of the backends' sweepers (policies, protection, pacing).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::ConfigError;
+use super::settings::{Reader, TTL_FLOORS};
+use crate::backend::redis::policy::{self, Policy};
+
+/// The Redis sweeper.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisSweep {
+    /// Policies, in order (a key is handled by the first pattern that SCAN returns it for).
+    pub policies: Vec<Policy>,
+    /// Patterns never touched.
+    pub protect: Vec<String>,
+    /// SCAN COUNT.
+    pub scan_count: u64,
+    /// SCAN TYPE filter.
+    pub key_type: Option<String>,
+    /// Commands per second; 0 = unpaced.
+    pub max_ops_per_sec: u64,
+    /// Pause between batches.
+    #[serde(with = "super::settings::secs")]
+    pub batch_pause: Duration,
+}
+
+const KEY_TYPES: [&str; 6] = ["string", "list", "set", "zset", "hash", "stream"];
+
+pub(super) fn redis_sweep(
+    r: &Reader<'_>,
+    cache_ttl: Duration,
+    allow_short: bool,
+) -> Result<RedisSweep, ConfigError> {
+    let floor = if allow_short {
+        Duration::ZERO
+    } else {
+        TTL_FLOORS[0]
+    };
+    let text = r
+        .optional("JANITOR_REDIS_POLICIES")
+        .unwrap_or_else(|| "doc_segments:*=expire".into());
+    let policies = policy::parse(&text, cache_ttl, floor).map_err(|e| {
+        r.invalid(
+            "JANITOR_REDIS_POLICIES",
+            format!("pattern=expire|delete_idle|delete[:duration];... ({e})"),
+        )
+    })?;
+    let protect = r
+        .text("JANITOR_REDIS_PROTECT")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let key_type = r
+        .optional("JANITOR_REDIS_TYPE")
+        .map(|t| t.to_ascii_lowercase());
+    if let Some(t) = &key_type
+        && !KEY_TYPES.contains(&t.as_str())
+    {
+        return Err(r.invalid(
+            "JANITOR_REDIS_TYPE",
+            format!("one of {}", KEY_TYPES.join(", ")),
+        ));
+    }
+    let max_ops_per_sec = r
+        .text("JANITOR_REDIS_MAX_OPS_PER_SEC")
+        .parse::<u64>()
+        .map_err(|_| {
+            r.invalid(
+                "JANITOR_REDIS_MAX_OPS_PER_SEC",
+                "a whole number (0: unpaced)",
+            )
+        })?;
+    let batch_pause = r
+        .text("JANITOR_REDIS_BATCH_PAUSE_MS")
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| {
+            r.invalid(
+                "JANITOR_REDIS_BATCH_PAUSE_MS",
+                "a whole number of milliseconds",
+            )
+        })?;
+    Ok(RedisSweep {
+        policies,
+        protect,
+        scan_count: r.count("JANITOR_REDIS_SCAN_COUNT")?,
+        key_type,
+        max_ops_per_sec,
+        batch_pause,
+    })
+}

@@ -1,0 +1,463 @@
+//! The Redis sweeper against a real redis-server.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use redis::aio::MultiplexedConnection;
+use resource_janitor::app::State;
+use resource_janitor::config::{Settings, Sources, load};
+use resource_janitor::engine::RunRequest;
+use resource_janitor::plan::Cap;
+use resource_janitor::resource::Resource;
+use resource_janitor::runs::{Outcome, Trigger};
+use resource_janitor::sweep::{SweepContext, Sweeper};
+use tokio_util::sync::CancellationToken;
+
+use crate::require_services;
+use crate::support::{Namespace, process};
+
+const POLICIES: &str =
+    "doc_segments:*=expire:1h;chunk:*=delete_idle:1h;session:*=delete_idle:24h;tmp:*=delete";
+
+fn settings(redis_url: &str, audit: &std::path::Path, extra: &[(&str, &str)]) -> Arc<Settings> {
+    let mut environment: Vec<(String, String)> = vec![
+        ("REDIS_URL".into(), redis_url.into()),
+        ("JANITOR_REDIS_POLICIES".into(), POLICIES.into()),
+        ("JANITOR_REDIS_PROTECT".into(), "chunk:protected:*".into()),
+        ("JANITOR_MAX_DELETE_FRACTION".into(), "1".into()),
+        ("JANITOR_REDIS_SCAN_COUNT".into(), "3".into()),
+        ("JANITOR_AUDIT_LOG".into(), audit.display().to_string()),
+    ];
+    environment.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Arc::new(
+        load(&Sources {
+            environment,
+            ..Sources::default()
+        })
+        .unwrap(),
+    )
+}
+
+async fn connect(url: &str) -> MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Writes `key` with the value of `source` (any type) and an idle time of `idle` seconds.
+async fn restore_idle(con: &mut MultiplexedConnection, source: &[u8], key: &[u8], idle: u64) {
+    let dump: Vec<u8> = redis::cmd("DUMP")
+        .arg(source)
+        .query_async(con)
+        .await
+        .unwrap();
+    redis::cmd("RESTORE")
+        .arg(key)
+        .arg(0)
+        .arg(dump)
+        .arg("REPLACE")
+        .arg("IDLETIME")
+        .arg(idle)
+        .query_async::<()>(con)
+        .await
+        .unwrap();
+}
+
+/// The mixed data set; returns (expected expired, expected unlinked, expected untouched).
+async fn seed(
+    con: &mut MultiplexedConnection,
+) -> (BTreeSet<Vec<u8>>, BTreeSet<Vec<u8>>, BTreeSet<Vec<u8>>) {
+    redis::cmd("FLUSHDB").query_async::<()>(con).await.unwrap();
+    let set = |k: &str, v: &str| redis::cmd("SET").arg(k).arg(v).to_owned();
+    set("doc_segments:ttl", "v")
+        .arg("EX")
+        .arg(3600)
+        .query_async::<()>(con)
+        .await
+        .unwrap();
+    set("doc_segments:nottl", "v")
+        .query_async::<()>(con)
+        .await
+        .unwrap();
+    set("chunk:fresh", "v")
+        .query_async::<()>(con)
+        .await
+        .unwrap();
+    set("chunk:counter", "7")
+        .query_async::<()>(con)
+        .await
+        .unwrap(); // shared integer
+    set("tmp:x", "v").query_async::<()>(con).await.unwrap();
+    set("unrelated", "v").query_async::<()>(con).await.unwrap();
+    // sources of every type, then idle copies under policy patterns
+    set("src:string", "hello")
+        .query_async::<()>(con)
+        .await
+        .unwrap();
+    redis::cmd("RPUSH")
+        .arg("src:list")
+        .arg("a")
+        .arg("b")
+        .query_async::<()>(con)
+        .await
+        .unwrap();
+    redis::cmd("SADD")
+        .arg("src:set")
+        .arg("a")
+        .query_async::<()>(con)
+        .await
+        .unwrap();
+    redis::cmd("ZADD")
+        .arg("src:zset")
+        .arg(1)
+        .arg("a")
+        .query_async::<()>(con)
+        .await
+        .unwrap();
+    redis::cmd("HSET")
+        .arg("src:hash")
+        .arg("f")
+        .arg("v")
+        .query_async::<()>(con)
+        .await
+        .unwrap();
+    redis::cmd("XADD")
+        .arg("src:stream")
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query_async::<()>(con)
+        .await
+        .unwrap();
+    let mut unlinked = BTreeSet::new();
+    for t in ["string", "list", "set", "zset", "hash", "stream"] {
+        let key = format!("chunk:idle:{t}").into_bytes();
+        restore_idle(con, format!("src:{t}").as_bytes(), &key, 7200).await;
+        unlinked.insert(key);
+    }
+    let binary = b"chunk:\xff\x00bin key".to_vec();
+    restore_idle(con, b"src:string", &binary, 7200).await;
+    unlinked.insert(binary);
+    unlinked.insert(b"tmp:x".to_vec());
+    restore_idle(con, b"src:string", b"chunk:protected:1", 7200).await;
+    restore_idle(con, b"src:string", b"session:old", 7200).await; // idle 2 h < 24 h
+    let expired: BTreeSet<Vec<u8>> = [b"doc_segments:nottl".to_vec()].into();
+    let mut untouched: BTreeSet<Vec<u8>> = [
+        "doc_segments:ttl",
+        "chunk:fresh",
+        "chunk:counter",
+        "unrelated",
+        "chunk:protected:1",
+        "session:old",
+    ]
+    .iter()
+    .map(|k| k.as_bytes().to_vec())
+    .collect();
+    untouched.extend(
+        ["string", "list", "set", "zset", "hash", "stream"]
+            .iter()
+            .map(|t| format!("src:{t}").into_bytes()),
+    );
+    (expired, unlinked, untouched)
+}
+
+async fn pttl(con: &mut MultiplexedConnection, key: &[u8]) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(con).await.unwrap()
+}
+
+fn request(dry_run: bool) -> RunRequest {
+    RunRequest {
+        id: None,
+        resource: Resource::Redis,
+        trigger: Trigger::Cli,
+        dry_run,
+        priority: None,
+    }
+}
+
+#[tokio::test]
+async fn mixed_data_set_exact_outcome_and_dry_run_matches() {
+    let svc = require_services!();
+    let ns = Namespace::new("redis-mixed");
+    let url = svc.redis_url(ns.redis_db);
+    let mut con = connect(&url).await;
+    let (expired, unlinked, untouched) = seed(&mut con).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = State::new(settings(&url, &dir.path().join("audit.jsonl"), &[]))
+        .await
+        .unwrap();
+
+    let dry = state.engine.run(request(true), SystemTime::now()).await;
+    assert_eq!(
+        dry.record.outcome,
+        Outcome::DryRun,
+        "{:?}",
+        dry.record.message
+    );
+    for key in untouched.iter().chain(&unlinked).chain(&expired) {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(exists, "dry run changed {}", String::from_utf8_lossy(key));
+    }
+    assert_eq!(
+        pttl(&mut con, b"doc_segments:nottl").await,
+        -1,
+        "dry run set no TTL"
+    );
+    let planned: BTreeSet<String> = dry
+        .plan
+        .as_ref()
+        .unwrap()
+        .items()
+        .map(|i| i.id.clone())
+        .collect();
+
+    let real = state.engine.run(request(false), SystemTime::now()).await;
+    let r = &real.record;
+    assert_eq!(r.outcome, Outcome::Succeeded, "{:?}", r.message);
+    let applied: BTreeSet<String> = real
+        .plan
+        .as_ref()
+        .unwrap()
+        .items()
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(planned, applied, "the dry run's plan is the real run's");
+    assert_eq!(
+        (r.deleted, r.expired, r.skipped, r.failed),
+        (unlinked.len() as u64, 1, 0, 0)
+    );
+
+    for key in &unlinked {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(
+            !exists,
+            "{} should be unlinked",
+            String::from_utf8_lossy(key)
+        );
+    }
+    let ttl = pttl(&mut con, b"doc_segments:nottl").await;
+    assert!(
+        (3_590_000..=3_600_000).contains(&ttl),
+        "expired with 1h: {ttl}"
+    );
+    for key in &untouched {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(exists, "{} must survive", String::from_utf8_lossy(key));
+    }
+    assert_eq!(
+        pttl(&mut con, b"chunk:fresh").await,
+        -1,
+        "untouched keys keep no TTL"
+    );
+    assert!(
+        pttl(&mut con, b"doc_segments:ttl").await > 3_000_000,
+        "existing TTLs are left alone"
+    );
+    // the audit log has the unlinked binary key, escaped
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains(r#"chunk:\\xff\\x00bin key"#), "{audit}");
+    // a second run finds nothing more to delete (idempotent)
+    let again = state
+        .engine
+        .run(request(false), SystemTime::now())
+        .await
+        .record;
+    assert_eq!(
+        (again.outcome, again.deleted, again.expired),
+        (Outcome::Succeeded, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_key_changed_between_scan_and_action_survives() {
+    let svc = require_services!();
+    let ns = Namespace::new("redis-race");
+    let url = svc.redis_url(ns.redis_db);
+    let mut con = connect(&url).await;
+    seed(&mut con).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&url, &dir.path().join("audit.jsonl"), &[]);
+    let redis = resource_janitor::backend::redis::Redis::new(
+        settings.redis.as_ref().unwrap(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let sweeper = resource_janitor::backend::redis::sweep::RedisSweeper::new(
+        redis,
+        settings.redis_sweep.clone(),
+    );
+    let ctx = SweepContext {
+        now: SystemTime::now(),
+        ttl: Duration::from_secs(3600),
+        priority: None,
+        cap: Cap {
+            max_fraction: 1.0,
+            max_count: 1000,
+        },
+        cancel: CancellationToken::new(),
+    };
+    let plan = sweeper.plan(&ctx).await.unwrap();
+    let ids: Vec<&str> = plan.items().map(|i| i.id.as_str()).collect();
+    assert!(
+        ids.contains(&"chunk:idle:hash")
+            && ids.contains(&"chunk:idle:list")
+            && ids.contains(&"tmp:x")
+    );
+    // between plan and apply: one key gets a TTL, one is read (no longer idle), one gets a TTL by the app
+    redis::cmd("EXPIRE")
+        .arg("chunk:idle:hash")
+        .arg(600)
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    redis::cmd("LRANGE")
+        .arg("chunk:idle:list")
+        .arg(0)
+        .arg(-1)
+        .query_async::<Vec<String>>(&mut con)
+        .await
+        .unwrap();
+    redis::cmd("EXPIRE")
+        .arg("tmp:x")
+        .arg(600)
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    redis::cmd("EXPIRE")
+        .arg("doc_segments:nottl")
+        .arg(30)
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    let mut skipped = 0;
+    for batch in &plan.batches {
+        skipped += sweeper.apply(batch, &ctx).await.unwrap().skipped;
+    }
+    assert_eq!(skipped, 4);
+    for key in ["chunk:idle:hash", "chunk:idle:list", "tmp:x"] {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(exists, "{key} changed after planning and must survive");
+    }
+    assert!(
+        pttl(&mut con, b"doc_segments:nottl").await <= 30_000,
+        "EXPIRE NX kept the app's TTL"
+    );
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("chunk:idle:zset")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(!exists, "unchanged idle keys still go");
+}
+
+#[tokio::test]
+async fn lfu_policy_falls_back_to_expire() {
+    let svc = require_services!();
+    let server = process::redis(svc, &["--maxmemory-policy", "allkeys-lfu"]);
+    let url = format!("redis://127.0.0.1:{}/0", server.port);
+    let mut con = connect(&url).await;
+    redis::cmd("SET")
+        .arg("chunk:a")
+        .arg("v")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg("chunk:b")
+        .arg("v")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = State::new(settings(&url, &dir.path().join("audit.jsonl"), &[]))
+        .await
+        .unwrap();
+    let r = state
+        .engine
+        .run(request(false), SystemTime::now())
+        .await
+        .record;
+    assert_eq!(r.outcome, Outcome::Succeeded, "{:?}", r.message);
+    assert_eq!(
+        (r.deleted, r.expired),
+        (0, 2),
+        "idle unknown under LFU: expire, never delete"
+    );
+    assert!(r.notes.iter().any(|n| n.contains("LFU")), "{:?}", r.notes);
+    assert!(pttl(&mut con, b"chunk:a").await > 0);
+}
+
+#[tokio::test]
+async fn redis_killed_mid_pass_backs_off_and_recovers() {
+    let svc = require_services!();
+    let mut server = process::redis(svc, &[]);
+    let url = format!("redis://127.0.0.1:{}/0", server.port);
+    let dir = tempfile::tempdir().unwrap();
+    let state = State::new(settings(
+        &url,
+        &dir.path().join("audit.jsonl"),
+        &[("JANITOR_BACKEND_TIMEOUT_SECONDS", "1")],
+    ))
+    .await
+    .unwrap();
+    let mut con = connect(&url).await;
+    for i in 0..50 {
+        redis::cmd("SET")
+            .arg(format!("tmp:{i}"))
+            .arg("v")
+            .query_async::<()>(&mut con)
+            .await
+            .unwrap();
+    }
+    server.kill();
+    let failed = state
+        .engine
+        .run(request(false), SystemTime::now())
+        .await
+        .record;
+    assert_eq!(failed.outcome, Outcome::Failed, "{:?}", failed.message);
+    assert_eq!(failed.deleted, 0);
+    server.start();
+    // the connection manager reconnects; the next run works against the new (empty) server
+    let mut con = connect(&url).await;
+    redis::cmd("SET")
+        .arg("tmp:again")
+        .arg("v")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    let mut recovered = None;
+    for _ in 0..20 {
+        let r = state
+            .engine
+            .run(request(false), SystemTime::now())
+            .await
+            .record;
+        if r.outcome == Outcome::Succeeded {
+            recovered = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let r = recovered.expect("the sweep recovers once the server is back");
+    assert_eq!(r.deleted, 1);
+}
