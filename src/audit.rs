@@ -32,6 +32,8 @@ pub struct AuditRecord<'a> {
     pub batch: &'a Batch,
     /// Items the backend reported as failed (not deleted).
     pub failed: &'a [String],
+    /// Items left alone because they changed since planning (not deleted).
+    pub skipped: &'a [String],
 }
 
 /// Audit log errors: writing the trail failed, so the sweep must stop.
@@ -131,6 +133,7 @@ mod tests {
                 dry_run,
                 batch: &batch,
                 failed: &[],
+                skipped: &[],
             })
             .unwrap();
         }
@@ -144,6 +147,7 @@ mod tests {
             dry_run: false,
             batch: &batch,
             failed: &["doc_segments:2".into()],
+            skipped: &[],
         })
         .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();

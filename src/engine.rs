@@ -182,17 +182,17 @@ impl Engine {
                 record.message = Some("shutdown: remaining batches not applied".into());
                 break;
             }
-            let failed = if record.dry_run {
-                Vec::new()
+            let (failed, skipped) = if record.dry_run {
+                (Vec::new(), Vec::new())
             } else {
                 match sweeper.apply(batch, ctx).await {
                     Ok(applied) => {
                         record.deleted += applied.deleted;
                         record.expired += applied.expired;
-                        record.skipped += applied.skipped;
+                        record.skipped += applied.skipped.len() as u64;
                         record.failed += applied.failed.len() as u64;
                         record.notes.extend(applied.notes);
-                        applied.failed
+                        (applied.failed, applied.skipped)
                     }
                     Err(e) => {
                         fail(record, &e);
@@ -207,6 +207,7 @@ impl Engine {
                 dry_run: record.dry_run,
                 batch,
                 failed: &failed,
+                skipped: &skipped,
             });
             if let Err(e) = audited {
                 // no trail, no deletions: stop here
@@ -240,7 +241,8 @@ impl Engine {
                 run_id = %r.id, resource = name, outcome = r.outcome.as_str(),
                 trigger = ?r.trigger, dry_run = r.dry_run, planned = r.planned_deletions,
                 deleted = r.deleted, expired = r.expired, skipped = r.skipped, failed = r.failed,
-                secs = r.duration_secs, "sweep finished"
+                secs = r.duration_secs, message = r.message.as_deref().unwrap_or_default(),
+                "sweep finished"
             ),
         }
         self.runs.push(r.clone());

@@ -35,8 +35,9 @@ pub struct Applied {
     pub deleted: u64,
     /// Items given a TTL.
     pub expired: u64,
-    /// Items skipped because they changed since planning (e.g. a key that got a TTL).
-    pub skipped: u64,
+    /// Items left alone because they changed since planning (a key that got a TTL or was
+    /// read, an object already gone).
+    pub skipped: Vec<String>,
     /// Items the backend reported as failed.
     pub failed: Vec<String>,
     /// Backend facts worth reporting (bytes freed, ...).

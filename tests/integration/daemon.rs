@@ -66,7 +66,7 @@ async fn wait_measured(d: &Daemon) -> Value {
 }
 
 async fn seed_all_four(svc: &Services, ns: &Namespace) {
-    let client = redis::Client::open(svc.redis_url(ns.redis_db)).unwrap();
+    let client = redis::Client::open(ns.fresh_redis(svc).await).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     for i in 0..25 {
         redis::cmd("SET")

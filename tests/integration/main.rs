@@ -4,5 +4,6 @@
 mod support;
 
 mod daemon;
+mod daemon_runs;
 mod redis_sweep;
 mod smoke;

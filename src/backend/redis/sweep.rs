@@ -13,6 +13,7 @@
 //! INT_MAX). Pacing (`JANITOR_REDIS_MAX_OPS_PER_SEC`, a pause between batches) keeps the
 //! application's latency low.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -134,6 +135,9 @@ impl RedisSweeper {
         let mut pacer = Pacer::new(self.settings.max_ops_per_sec);
         let mut planned: u64 = 0;
         let mut lfu = false;
+        // SCAN may return a key twice (during a rehash); a plan lists each key once. Bounded
+        // by the planning limit like the plan itself.
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
         'policies: for (i, policy) in policies.iter().enumerate() {
             let (mut scanned, mut without_ttl, mut shared, mut oldest_idle) =
                 (0u64, 0u64, 0u64, 0i64);
@@ -343,9 +347,8 @@ impl RedisSweeper {
             match (result, &item.action) {
                 (redis::Value::Int(1), Action::Expire(_)) => applied.expired += 1,
                 (redis::Value::Int(1), Action::Delete) => applied.deleted += 1,
-                (redis::Value::Int(_), _) => applied.skipped += 1,
                 (redis::Value::ServerError(_), _) => applied.failed.push(item.id.clone()),
-                _ => applied.skipped += 1,
+                _ => applied.skipped.push(item.id.clone()),
             }
         }
         Pacer::new(self.settings.max_ops_per_sec)

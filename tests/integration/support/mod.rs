@@ -126,6 +126,22 @@ impl Namespace {
         }
     }
 
+    /// The URL of this namespace's Redis database, emptied first (databases are reused
+    /// across test runs).
+    pub async fn fresh_redis(&self, svc: &Services) -> String {
+        let url = svc.redis_url(self.redis_db);
+        let client = redis::Client::open(url.as_str()).expect("redis url");
+        let mut con = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis up");
+        redis::cmd("FLUSHDB")
+            .query_async::<()>(&mut con)
+            .await
+            .expect("FLUSHDB");
+        url
+    }
+
     /// Prefix for Redis keys.
     pub fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.id)

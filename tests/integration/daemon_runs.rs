@@ -1,0 +1,266 @@
+//! The daemon running sweeps: manual cleanup (202, wait, 429), graceful shutdown during a
+//! long sweep, and a worker that backs off and recovers when its server dies.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::require_services;
+use crate::support::daemon::{self, Daemon, TOKEN};
+use crate::support::{Namespace, process};
+
+async fn cleanup(d: &Daemon, query: &str, body: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(d.url(&format!("/api/resources/cleanup{query}")))
+        .bearer_auth(TOKEN)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn api(d: &Daemon, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(d.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn fill(url: &str, n: usize, prefix: &str) {
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("SET")
+                .arg(format!("{prefix}{i}"))
+                .arg("v")
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut con).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn manual_cleanup_accepted_waited_and_rate_limited() {
+    let svc = require_services!();
+    let ns = Namespace::new("daemon-cleanup");
+    let url = ns.fresh_redis(svc).await;
+    let dir = daemon::tempdir();
+    let mut env = daemon::env_for(svc, &ns, dir.path());
+    env.push(("JANITOR_REDIS_POLICIES".into(), "tmp:*=delete".into()));
+    let d = Daemon::start(env, dir).await;
+    // the Redis loop sweeps once at start: seed after that pass
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api(&d, "/api/resources/runs").await["runs"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the loop never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fill(&url, 10, "tmp:").await;
+    fill(&url, 90, "keep:").await;
+
+    let r = cleanup(
+        &d,
+        "",
+        r#"{"resource_type": "redis_cache", "dry_run": true}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    let run_id = body["run_ids"][0].as_str().unwrap().to_string();
+    assert!(run_id.starts_with("redis-"));
+
+    let r = cleanup(&d, "?wait=true", r#"{"resource_type": "redis_cache"}"#).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["success"], true, "{body:#}");
+    assert_eq!(body["deleted_counts"]["redis"], 10);
+    assert_eq!(
+        body["message"],
+        "Cleanup completed. Total items deleted: 10"
+    );
+
+    let runs = api(&d, "/api/resources/runs").await;
+    let runs = runs["runs"].as_array().unwrap();
+    let dry = runs
+        .iter()
+        .find(|r| r["id"] == run_id.as_str())
+        .expect("the 202 run is listed");
+    assert_eq!(
+        (dry["outcome"].as_str(), dry["planned_deletions"].as_u64()),
+        (Some("dry_run"), Some(10))
+    );
+    assert!(
+        runs.iter()
+            .any(|r| r["outcome"] == "succeeded" && r["deleted"] == 10 && r["trigger"] == "api")
+    );
+
+    // 6 per minute: two used above, four more pass, the seventh is refused
+    for _ in 0..4 {
+        assert_eq!(cleanup(&d, "", r#"{"dry_run": true}"#).await.status(), 202);
+    }
+    let r = cleanup(&d, "", r#"{"dry_run": true}"#).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "rate_limited"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_during_a_long_sweep_exits_in_time_with_the_audit_log_flushed() {
+    let svc = require_services!();
+    let ns = Namespace::new("daemon-sigterm");
+    let url = ns.fresh_redis(svc).await;
+    fill(&url, 6000, "tmp:").await;
+    let dir = daemon::tempdir();
+    let mut env = daemon::env_for(svc, &ns, dir.path());
+    env.extend([
+        (
+            "JANITOR_REDIS_POLICIES".to_string(),
+            "tmp:*=delete".to_string(),
+        ),
+        ("JANITOR_MAX_DELETE_FRACTION".to_string(), "1".to_string()),
+        ("JANITOR_REDIS_SCAN_COUNT".to_string(), "100".to_string()),
+        // slow on purpose: ~6 s of planning and ~6 s of applying
+        (
+            "JANITOR_REDIS_MAX_OPS_PER_SEC".to_string(),
+            "1000".to_string(),
+        ),
+        (
+            "REDIS_CLEANUP_INTERVAL_SECONDS".to_string(),
+            "3600".to_string(),
+        ),
+    ]);
+    let mut d = Daemon::start(env, dir).await;
+    let audit = d.audit_log();
+    // wait until the sweep is applying (its first batch is in the audit log)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&audit)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "sweep never started applying: {}",
+            d.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let signalled = Instant::now();
+    d.signal("TERM");
+    let status = d
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited within 10 s");
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit 0: {status:?}\n{}", d.output());
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every audit line is whole JSON"))
+        .collect();
+    let count = |r: &Value, k: &str| r[k].as_array().unwrap().len();
+    let audited: usize = records
+        .iter()
+        .map(|r| count(r, "items") - count(r, "skipped") - count(r, "failed"))
+        .sum();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let left: usize = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(
+        6000 - left,
+        audited,
+        "every deleted key is in the audit log, and only those"
+    );
+    assert!(left > 0, "the sweep was stopped before the end");
+    let out = d.output();
+    assert!(
+        out.contains("shutdown: remaining batches not applied"),
+        "{out}"
+    );
+    eprintln!("stopped {took:?} after SIGTERM; {audited} keys deleted and audited, {left} left");
+}
+
+#[tokio::test]
+async fn worker_backs_off_while_redis_is_down_and_recovers() {
+    let svc = require_services!();
+    let mut server = process::redis(svc, &[]);
+    let ns = Namespace::new("daemon-redis-down");
+    let dir = daemon::tempdir();
+    let mut env = daemon::env_for(svc, &ns, dir.path());
+    env.retain(|(k, _)| k != "REDIS_URL");
+    env.extend([
+        (
+            "REDIS_URL".to_string(),
+            format!("redis://127.0.0.1:{}/0", server.port),
+        ),
+        (
+            "REDIS_CLEANUP_INTERVAL_SECONDS".to_string(),
+            "1".to_string(),
+        ),
+        (
+            "JANITOR_BACKEND_TIMEOUT_SECONDS".to_string(),
+            "1".to_string(),
+        ),
+        ("JANITOR_BACKOFF_MAX_SECONDS".to_string(), "2".to_string()),
+    ]);
+    let d = Daemon::start(env, dir).await;
+    let redis_worker = |w: &Value| {
+        w["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "redis")
+            .cloned()
+            .unwrap()
+    };
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let w = redis_worker(&api(&d, "/api/workers").await);
+        if w["state"] == "failed" && w["consecutive_failures"].as_u64() >= Some(2) {
+            assert!(w["last_error"].as_str().unwrap().contains("redis"), "{w}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker never failed: {w}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        reqwest::get(d.url("/healthz")).await.unwrap().status(),
+        200,
+        "the daemon stays up"
+    );
+    server.start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let w = redis_worker(&api(&d, "/api/workers").await);
+        if w["consecutive_failures"] == 0 && w["last_error"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker never recovered: {w}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
