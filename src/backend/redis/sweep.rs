@@ -165,7 +165,8 @@ impl RedisSweeper {
                 let keys: Vec<Vec<u8>> = keys
                     .into_iter()
                     .filter(|k| {
-                        !self.protected(k)
+                        !seen.contains(k)
+                            && !self.protected(k)
                             && !policies[..i]
                                 .iter()
                                 .any(|p| glob_match(p.pattern.as_bytes(), k))
@@ -208,6 +209,7 @@ impl RedisSweeper {
                         }
                     };
                     if let Some(action) = action {
+                        seen.insert(key.clone());
                         items.push(PlannedItem {
                             id: escape(key),
                             action,
