@@ -373,3 +373,87 @@ fn check_fails_when_a_configured_backend_is_unreachable() {
     );
     assert!(out.contains("qdrant") && out.contains("disabled"), "{out}");
 }
+
+#[tokio::test]
+async fn sweep_once_prints_the_plan_and_exits_by_outcome() {
+    let svc = require_services!();
+    let ns = Namespace::new("cli-sweep");
+    let url = ns.fresh_redis(svc).await;
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for i in 0..4 {
+        redis::cmd("SET")
+            .arg(format!("tmp:{i}"))
+            .arg("v")
+            .query_async::<()>(&mut con)
+            .await
+            .unwrap();
+    }
+    for i in 0..12 {
+        redis::cmd("SET")
+            .arg(format!("keep:{i}"))
+            .arg("v")
+            .query_async::<()>(&mut con)
+            .await
+            .unwrap();
+    }
+    let dir = daemon::tempdir();
+    let mut env = daemon::env_for(svc, &ns, dir.path());
+    env.push(("JANITOR_REDIS_POLICIES".into(), "tmp:*=delete".into()));
+    let run = |args: &[&str], env: &[(String, String)]| {
+        let out = daemon::tempdir();
+        let status = daemon::janitor(env, &out).args(args).status().unwrap();
+        let stdout = std::fs::read_to_string(out.path().join("stdout.log")).unwrap();
+        (status.code(), stdout)
+    };
+
+    let (code, out) = run(
+        &[
+            "sweep",
+            "--once",
+            "--dry-run",
+            "--resource",
+            "redis",
+            "--json",
+        ],
+        &env,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    let items: Vec<&str> = json[0]["plan"]["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            b["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(items.len(), 4, "{out}");
+    assert!(items.iter().all(|k| k.starts_with("tmp:")));
+    assert_eq!(json[0]["run"]["outcome"], "dry_run");
+
+    // a cap of 10 % (1 key of 16) refuses the 4 deletions: exit 1, nothing deleted
+    let mut capped = env.clone();
+    capped.push(("JANITOR_MAX_DELETE_FRACTION".into(), "0.1".into()));
+    let (code, out) = run(&["sweep", "--once", "--resource", "redis"], &capped);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("aborted_cap"), "{out}");
+    let left: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(left, 16);
+
+    let (code, out) = run(&["sweep", "--once", "--resource", "redis"], &env);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("succeeded") && out.contains("delete tmp:"),
+        "{out}"
+    );
+    let left: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(left, 12);
+}

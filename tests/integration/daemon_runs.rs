@@ -264,3 +264,72 @@ async fn worker_backs_off_while_redis_is_down_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn critical_usage_queues_an_emergency_run_with_the_pressure_ttl() {
+    let svc = require_services!();
+    let ns = Namespace::new("daemon-critical");
+    let url = ns.fresh_redis(svc).await;
+    fill(&url, 20, "doc_segments:").await;
+    let dir = daemon::tempdir();
+    let mut env = daemon::env_for(svc, &ns, dir.path());
+    env.extend([
+        // the server's used_memory (about 1 MB at least) is far above a 0.5 MB budget
+        ("MAX_REDIS_MEMORY_MB".to_string(), "0.5".to_string()),
+        (
+            "REDIS_CLEANUP_INTERVAL_SECONDS".to_string(),
+            "3600".to_string(),
+        ),
+        (
+            "JANITOR_REDIS_PRESSURE_TTL_HOURS".to_string(),
+            "0.25".to_string(),
+        ),
+    ]);
+    let d = Daemon::start(env, dir).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let run = loop {
+        let runs = api(&d, "/api/resources/runs").await;
+        if let Some(r) = runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["trigger"] == "queue")
+        {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no queued run: {runs:#}\n{}",
+            d.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(run["priority"], "CRITICAL");
+    assert_eq!(run["ttl_secs"], 900.0, "pressure TTL");
+    let m = api(&d, "/api/resources/metrics").await;
+    assert_eq!(m["redis"]["cleanup_priority"], "CRITICAL");
+    assert!(m["redis"]["usage_percentage"].as_f64().unwrap() > 100.0);
+    let text = reqwest::get(d.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("janitor_emergency_cleanups_total{resource=\"redis\"}"),
+        "{text}"
+    );
+    // the loop runs back to back at CRITICAL: the worker shows it
+    let w = api(&d, "/api/workers").await;
+    let redis = w["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "redis")
+        .unwrap()
+        .clone();
+    assert!(
+        ["throttled", "busy"].contains(&redis["state"].as_str().unwrap()),
+        "{redis}"
+    );
+}
