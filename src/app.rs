@@ -91,12 +91,13 @@ impl Backends {
     }
 
     /// The sweepers of the configured backends.
-    pub fn sweepers(&self, settings: &Settings) -> Vec<Arc<dyn Sweeper>> {
+    pub fn sweepers(&self, settings: &Settings, metrics: &Metrics) -> Vec<Arc<dyn Sweeper>> {
         let mut sweepers: Vec<Arc<dyn Sweeper>> = Vec::new();
         if let Some(redis) = &self.redis {
             sweepers.push(Arc::new(RedisSweeper::new(
                 redis.clone(),
                 settings.redis_sweep.clone(),
+                Some(metrics.clone()),
             )));
         }
         sweepers
@@ -145,7 +146,7 @@ impl State {
         let cancel = CancellationToken::new();
         let engine = Engine::new(
             settings.clone(),
-            backends.sweepers(&settings),
+            backends.sweepers(&settings, &metrics),
             audit,
             metrics.clone(),
             cancel.clone(),

@@ -218,6 +218,8 @@ impl Engine {
         }
         if record.dry_run && record.outcome == Outcome::Succeeded {
             record.outcome = Outcome::DryRun;
+        } else if !record.dry_run {
+            record.notes.extend(sweeper.finish(ctx).await);
         }
         Some(plan)
     }

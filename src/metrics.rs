@@ -53,6 +53,13 @@ pub struct Metrics {
     queue_size: Gauge,
     worker_state: Family<WorkerLabels, Gauge>,
     worker_failures: Family<ResourceLabel, Gauge>,
+    redis_without_ttl: Family<PatternLabel, Gauge>,
+    redis_oldest_idle: Family<PatternLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PatternLabel {
+    pattern: String,
 }
 
 impl Default for Metrics {
@@ -82,6 +89,8 @@ impl Metrics {
             queue_size: Gauge::default(),
             worker_state: Family::default(),
             worker_failures: Family::default(),
+            redis_without_ttl: Family::default(),
+            redis_oldest_idle: Family::default(),
         };
         r.register(
             "janitor_resource_usage_ratio",
@@ -139,6 +148,16 @@ impl Metrics {
             "janitor_worker_consecutive_failures",
             "Failures in a row per worker",
             m.worker_failures.clone(),
+        );
+        r.register(
+            "janitor_redis_keys_without_ttl",
+            "Keys without TTL per policy pattern, from the last pass",
+            m.redis_without_ttl.clone(),
+        );
+        r.register(
+            "janitor_redis_oldest_idle_seconds",
+            "Longest OBJECT IDLETIME seen per delete_idle pattern, from the last pass",
+            m.redis_oldest_idle.clone(),
         );
         Metrics {
             registry: Arc::new(r),
@@ -217,6 +236,19 @@ impl Metrics {
             self.worker_failures
                 .get_or_create(&Self::label(&w.name))
                 .set(i64::from(w.consecutive_failures));
+        }
+    }
+
+    /// A Redis pass's figures for one policy pattern.
+    pub fn record_redis_pattern(&self, pattern: &str, without_ttl: u64, oldest_idle: Option<i64>) {
+        let l = PatternLabel {
+            pattern: pattern.to_string(),
+        };
+        self.redis_without_ttl
+            .get_or_create(&l)
+            .set(without_ttl as i64);
+        if let Some(idle) = oldest_idle {
+            self.redis_oldest_idle.get_or_create(&l).set(idle);
         }
     }
 

@@ -75,4 +75,9 @@ pub trait Sweeper: Send + Sync + 'static {
         batch: &'a Batch,
         ctx: &'a SweepContext,
     ) -> BoxFuture<'a, Result<Applied, SweepError>>;
+
+    /// After the last batch of an applied run: facts for the run report (bytes freed, ...).
+    fn finish<'a>(&'a self, _ctx: &'a SweepContext) -> BoxFuture<'a, Vec<String>> {
+        Box::pin(async { Vec::new() })
+    }
 }

@@ -306,6 +306,13 @@ async fn critical_usage_queues_an_emergency_run_with_the_pressure_ttl() {
     };
     assert_eq!(run["priority"], "CRITICAL");
     assert_eq!(run["ttl_secs"], 900.0, "pressure TTL");
+    let notes = run["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().starts_with("freed ")),
+        "bytes freed reported: {notes:?}"
+    );
     let m = api(&d, "/api/resources/metrics").await;
     assert_eq!(m["redis"]["cleanup_priority"], "CRITICAL");
     assert!(m["redis"]["usage_percentage"].as_f64().unwrap() > 100.0);

@@ -93,42 +93,36 @@ async fn seed(
     set("tmp:x", "v").query_async::<()>(con).await.unwrap();
     set("unrelated", "v").query_async::<()>(con).await.unwrap();
     // sources of every type, then idle copies under policy patterns
-    set("src:string", "hello")
-        .query_async::<()>(con)
-        .await
-        .unwrap();
-    redis::cmd("RPUSH")
+    redis::pipe()
+        .cmd("SET")
+        .arg("src:string")
+        .arg("hello")
+        .ignore()
+        .cmd("RPUSH")
         .arg("src:list")
         .arg("a")
         .arg("b")
-        .query_async::<()>(con)
-        .await
-        .unwrap();
-    redis::cmd("SADD")
+        .ignore()
+        .cmd("SADD")
         .arg("src:set")
         .arg("a")
-        .query_async::<()>(con)
-        .await
-        .unwrap();
-    redis::cmd("ZADD")
+        .ignore()
+        .cmd("ZADD")
         .arg("src:zset")
         .arg(1)
         .arg("a")
-        .query_async::<()>(con)
-        .await
-        .unwrap();
-    redis::cmd("HSET")
+        .ignore()
+        .cmd("HSET")
         .arg("src:hash")
         .arg("f")
         .arg("v")
-        .query_async::<()>(con)
-        .await
-        .unwrap();
-    redis::cmd("XADD")
+        .ignore()
+        .cmd("XADD")
         .arg("src:stream")
         .arg("*")
         .arg("f")
         .arg("v")
+        .ignore()
         .query_async::<()>(con)
         .await
         .unwrap();
@@ -300,6 +294,7 @@ async fn a_key_changed_between_scan_and_action_survives() {
     let sweeper = resource_janitor::backend::redis::sweep::RedisSweeper::new(
         redis,
         settings.redis_sweep.clone(),
+        None,
     );
     let ctx = SweepContext {
         now: SystemTime::now(),

@@ -73,8 +73,8 @@ impl Redis {
         Ok(())
     }
 
-    /// `used_memory` against the budget, and `DBSIZE`.
-    pub async fn measure(&self, budget_bytes: u64) -> Result<Usage, BackendError> {
+    /// `used_memory` (bytes, from `INFO memory`) and `DBSIZE`, in one round trip.
+    pub async fn memory_and_size(&self) -> Result<(u64, u64), BackendError> {
         let mut con = self.connection().await?;
         let (info, dbsize): (String, u64) = timed(
             NAME,
@@ -88,6 +88,12 @@ impl Redis {
         .await?;
         let used = info_field(&info, "used_memory")
             .ok_or_else(|| BackendError::request(NAME, "INFO memory has no used_memory field"))?;
+        Ok((used, dbsize))
+    }
+
+    /// `used_memory` against the budget, and `DBSIZE`.
+    pub async fn measure(&self, budget_bytes: u64) -> Result<Usage, BackendError> {
+        let (used, dbsize) = self.memory_and_size().await?;
         Ok(Usage {
             total_items: dbsize,
             size_bytes: Some(used),

@@ -14,7 +14,7 @@
 //! application's latency low.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -27,6 +27,7 @@ use super::keys::{escape, glob_match, unescape};
 use super::policy::{Policy, PolicyAction};
 use crate::backend::BackendError;
 use crate::config::RedisSweep;
+use crate::metrics::Metrics;
 use crate::plan::{Action, Batch, Plan, PlannedItem};
 use crate::resource::Resource;
 use crate::sweep::{Applied, SweepContext, SweepError, Sweeper};
@@ -77,16 +78,21 @@ impl Pacer {
 pub struct RedisSweeper {
     redis: Redis,
     settings: RedisSweep,
+    metrics: Option<Metrics>,
     lfu_reported: AtomicBool,
+    /// used_memory when the current run planned (runs of a resource never overlap).
+    used_memory_before: AtomicU64,
 }
 
 impl RedisSweeper {
-    /// A sweeper with `settings` over `redis`.
-    pub fn new(redis: Redis, settings: RedisSweep) -> Self {
+    /// A sweeper with `settings` over `redis`; `metrics` gets the per-pattern figures.
+    pub fn new(redis: Redis, settings: RedisSweep, metrics: Option<Metrics>) -> Self {
         Self {
             redis,
             settings,
+            metrics,
             lfu_reported: AtomicBool::new(false),
+            used_memory_before: AtomicU64::new(0),
         }
     }
 
@@ -116,20 +122,9 @@ impl RedisSweeper {
         let mut con = self.redis.connection().await?;
         let timeout = self.redis.timeout();
         let mut plan = Plan::new(Resource::Redis, ctx.ttl);
-        let (info, dbsize): (String, u64) = crate::backend::timed(
-            NAME,
-            timeout,
-            redis::pipe()
-                .cmd("INFO")
-                .arg("memory")
-                .cmd("DBSIZE")
-                .query_async(&mut con),
-        )
-        .await?;
+        let (used, dbsize) = self.redis.memory_and_size().await?;
         plan.store_items = dbsize;
-        if let Some(used) = super::info_field(&info, "used_memory") {
-            plan.notes.push(format!("used_memory before: {used} bytes"));
-        }
+        self.used_memory_before.store(used, Ordering::Relaxed);
         let policies = self.policies(ctx);
         let limit = ctx.cap.planning_limit();
         let mut pacer = Pacer::new(self.settings.max_ops_per_sec);
@@ -249,6 +244,11 @@ impl RedisSweeper {
                 note += &format!(", {shared} shared small integers skipped (idle time unknown)");
             }
             plan.notes.push(note);
+            if let Some(m) = &self.metrics {
+                let idle = (!lfu && matches!(policy.action, PolicyAction::DeleteIdle(_)))
+                    .then_some(oldest_idle);
+                m.record_redis_pattern(&policy.pattern, without_ttl, idle);
+            }
         }
         Ok(plan)
     }
@@ -375,5 +375,23 @@ impl Sweeper for RedisSweeper {
         ctx: &'a SweepContext,
     ) -> BoxFuture<'a, Result<Applied, SweepError>> {
         self.apply_inner(batch, ctx).boxed()
+    }
+
+    /// Under pressure, how many bytes the pass freed (used_memory before and after).
+    fn finish<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Vec<String>> {
+        async move {
+            let before = self.used_memory_before.load(Ordering::Relaxed);
+            if !ctx.priority.is_some_and(|p| p.is_pressure()) || before == 0 {
+                return Vec::new();
+            }
+            match self.redis.memory_and_size().await {
+                Ok((after, _)) => vec![format!(
+                    "freed {} bytes (used_memory {before} -> {after})",
+                    before.saturating_sub(after)
+                )],
+                Err(e) => vec![format!("used_memory after the pass unknown: {e}")],
+            }
+        }
+        .boxed()
     }
 }
