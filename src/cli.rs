@@ -12,8 +12,9 @@ use crate::app::{self, Backends, StartError, State};
 use crate::config::{self, ConfigError, Settings, Sources, vars};
 use crate::engine::RunRequest;
 use crate::logging::{self, Target};
+use crate::plan::{Action, Plan};
 use crate::resource::Resource;
-use crate::runs::Trigger;
+use crate::runs::{RunRecord, Trigger};
 use crate::secret::{MASK, redact_url};
 
 /// Keeps a RAG application's Redis, Qdrant and S3 storage within budget, safely.
@@ -166,10 +167,12 @@ async fn sweep(
         eprintln!("nothing to sweep: no sweepable backend is configured");
         return Ok(ExitCode::FAILURE);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut all_ok = true;
-    let mut results = Vec::new();
-    for resource in resources {
+    if json {
+        write!(out, "[")?;
+    }
+    for (i, resource) in resources.into_iter().enumerate() {
         let req = RunRequest {
             id: None,
             resource,
@@ -177,73 +180,99 @@ async fn sweep(
             dry_run,
             priority: None,
         };
-        let result = state.engine.run(req, SystemTime::now()).await;
+        let mut result = state.engine.run(req, SystemTime::now()).await;
         all_ok &= result.record.outcome.is_success();
         if json {
-            results.push(serde_json::json!({ "run": result.record, "plan": result.plan }));
-            continue;
-        }
-        let r = &result.record;
-        writeln!(
-            out,
-            "{} {} ({}): {}",
-            r.resource,
-            r.id,
-            if r.dry_run { "dry run" } else { "applied" },
-            r.outcome.as_str()
-        )?;
-        if let Some(m) = &r.message {
-            writeln!(out, "  {m}")?;
-        }
-        writeln!(
-            out,
-            "  store items {}, planned deletions {}, expirations {}; deleted {}, expired {}, skipped {}, failed {}",
-            r.store_items,
-            r.planned_deletions,
-            r.planned_expirations,
-            r.deleted,
-            r.expired,
-            r.skipped,
-            r.failed
-        )?;
-        for note in &r.notes {
-            writeln!(out, "  note: {note}")?;
-        }
-        if let Some(plan) = &result.plan {
-            for batch in &plan.batches {
-                writeln!(
-                    out,
-                    "  [{}] {} ({} items)",
-                    batch.target,
-                    batch.reason,
-                    batch.items.len()
-                )?;
-                for item in &batch.items {
-                    writeln!(
-                        out,
-                        "    {} {}",
-                        serde_json::to_value(&item.action)
-                            .ok()
-                            .and_then(|v| v["action"].as_str().map(str::to_owned))
-                            .unwrap_or_default(),
-                        item.id
-                    )?;
-                }
+            if i > 0 {
+                write!(out, ",")?;
             }
+            write_json(&mut out, &result.record, result.plan.as_mut())?;
+        } else {
+            write_text(&mut out, &result.record, result.plan.as_mut())?;
         }
     }
     if json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&results).unwrap_or_default()
-        )?;
+        writeln!(out, "]")?;
     }
+    out.flush()?;
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `{"run": {...}, "plan": {"batches": [...]}}`, the batches streamed from the plan's spool.
+fn write_json(
+    out: &mut impl Write,
+    record: &RunRecord,
+    plan: Option<&mut Plan>,
+) -> std::io::Result<()> {
+    write!(
+        out,
+        "{{\"run\":{},\"plan\":",
+        serde_json::to_string(record)?
+    )?;
+    match plan {
+        None => write!(out, "null")?,
+        Some(plan) => {
+            write!(out, "{{\"batches\":[")?;
+            for (i, batch) in plan.batches()?.enumerate() {
+                if i > 0 {
+                    write!(out, ",")?;
+                }
+                serde_json::to_writer(&mut *out, &batch?)?;
+            }
+            write!(out, "]}}")?;
+        }
+    }
+    write!(out, "}}")
+}
+
+fn write_text(out: &mut impl Write, r: &RunRecord, plan: Option<&mut Plan>) -> std::io::Result<()> {
+    let mode = if r.dry_run { "dry run" } else { "applied" };
+    writeln!(
+        out,
+        "{} {} ({mode}): {}",
+        r.resource,
+        r.id,
+        r.outcome.as_str()
+    )?;
+    if let Some(m) = &r.message {
+        writeln!(out, "  {m}")?;
+    }
+    writeln!(
+        out,
+        "  store items {}, planned deletions {}, expirations {}; deleted {}, expired {}, skipped {}, failed {}",
+        r.store_items,
+        r.planned_deletions,
+        r.planned_expirations,
+        r.deleted,
+        r.expired,
+        r.skipped,
+        r.failed
+    )?;
+    for note in &r.notes {
+        writeln!(out, "  note: {note}")?;
+    }
+    let Some(plan) = plan else { return Ok(()) };
+    for batch in plan.batches()? {
+        let batch = batch?;
+        writeln!(
+            out,
+            "  [{}] {} ({} items)",
+            batch.target,
+            batch.reason,
+            batch.items.len()
+        )?;
+        for item in &batch.items {
+            match item.action {
+                Action::Delete => writeln!(out, "    delete {}", item.id)?,
+                Action::Expire(secs) => writeln!(out, "    expire {} ({secs} s)", item.id)?,
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn check(settings: &Settings) -> Result<ExitCode, CliError> {

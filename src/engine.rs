@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::plan::{Cap, Plan};
 use crate::resource::{Priority, Resource};
-use crate::runs::{Outcome, RunLog, RunRecord, SAMPLE_ITEMS, Trigger};
+use crate::runs::{Outcome, RunLog, RunRecord, Trigger};
 use crate::sweep::{SweepContext, SweepError, Sweeper};
 
 /// What to run.
@@ -36,7 +36,7 @@ pub struct RunRequest {
 }
 
 /// A finished run: its record, and its plan (printed by the CLI; the API keeps the record).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunResult {
     /// The record kept in the run log.
     pub record: RunRecord,
@@ -115,6 +115,7 @@ impl Engine {
                 max_count: safety.max_delete_count,
             },
             cancel: self.cancel.clone(),
+            spool_dir: spool_dir(self.audit.path()),
         };
         let mut record = RunRecord {
             id: req.id.clone().unwrap_or_else(|| run_id(req.resource, now)),
@@ -159,7 +160,7 @@ impl Engine {
         ctx: &SweepContext,
         record: &mut RunRecord,
     ) -> Option<Plan> {
-        let plan = match sweeper.plan(ctx).await {
+        let mut plan = match sweeper.plan(ctx).await {
             Ok(plan) => plan,
             Err(e) => {
                 fail(record, &e);
@@ -170,13 +171,28 @@ impl Engine {
         record.planned_deletions = plan.deletions();
         record.planned_expirations = plan.expirations();
         record.notes = plan.notes.clone();
-        record.sample = plan.items().take(SAMPLE_ITEMS).cloned().collect();
+        record.sample = plan.sample().to_vec();
         if let Err(e) = ctx.cap.check(&plan) {
             record.outcome = Outcome::AbortedCap;
             record.message = Some(e.to_string());
             return Some(plan);
         }
-        for batch in &plan.batches {
+        let batches = match plan.batches() {
+            Ok(b) => b,
+            Err(e) => {
+                fail(record, &SweepError::spool(e));
+                return Some(plan);
+            }
+        };
+        for batch in batches {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    fail(record, &SweepError::spool(e));
+                    break;
+                }
+            };
+            let batch = &batch;
             if self.cancel.is_cancelled() && !record.dry_run {
                 record.outcome = Outcome::Cancelled;
                 record.message = Some("shutdown: remaining batches not applied".into());
@@ -253,10 +269,18 @@ impl Engine {
 
 fn fail(record: &mut RunRecord, e: &SweepError) {
     record.outcome = match e {
-        SweepError::Backend(_) => Outcome::Failed,
+        SweepError::Backend(_) | SweepError::Spool(_) => Outcome::Failed,
         SweepError::ReferenceUnavailable(_) | SweepError::Refused(_) => Outcome::FailedClosed,
     };
     record.message = Some(e.to_string());
+}
+
+/// Plans spool next to the audit log: a directory the daemon may write to.
+fn spool_dir(audit_log: &std::path::Path) -> std::path::PathBuf {
+    match audit_log.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
 }
 
 /// `redis-20261122T140102-3fa9c1`: sortable, unique enough, readable in logs.

@@ -6,18 +6,25 @@
 //! applied, because a cleaner that suddenly wants to delete a quarter of a store is far more
 //! likely to be misconfigured, or looking at a broken reference source, than right.
 //!
-//! Plans are bounded: a planner stops collecting once it holds more deletions than the cap
-//! allows ([`Cap::planning_limit`]), since such a plan will be refused anyway. Memory follows
-//! the cap, not the size of the store.
+//! Plans do not live in memory: batches are spooled as JSON lines to an anonymous file
+//! (deleted when the plan is dropped) next to the audit log, and read back one at a time to
+//! be applied. Memory holds counts and a short sample, so it does not grow with the store,
+//! and what is applied is exactly what was planned.
 
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
+use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::resource::Resource;
 
+/// Planned items kept in memory as a sample (the spool has them all).
+pub const SAMPLE_ITEMS: usize = 20;
+
 /// What happens to one item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action", content = "ttl_secs")]
 pub enum Action {
     /// Removed (UNLINK, DeleteObjects, points delete).
@@ -27,9 +34,9 @@ pub enum Action {
 }
 
 /// One item of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedItem {
-    /// The key, object key or point id (lossy UTF-8 for binary Redis keys).
+    /// The key, object key or point id (binary Redis keys escaped, see `backend::redis::keys`).
     pub id: String,
     /// What happens to it.
     #[serde(flatten)]
@@ -37,7 +44,7 @@ pub struct PlannedItem {
 }
 
 /// Items applied together, sharing one reason (one audit record each).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     /// Within the resource: `all`, a collection, a key pattern or a prefix.
     pub target: String,
@@ -47,59 +54,95 @@ pub struct Batch {
     pub items: Vec<PlannedItem>,
 }
 
-/// Everything a sweep would do.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Everything a sweep would do: a summary in memory, the batches in a spool file.
+#[derive(Debug)]
 pub struct Plan {
     /// The store.
     pub resource: Resource,
     /// Items in the store when planning (for the fraction cap).
     pub store_items: u64,
     /// The TTL the plan used.
-    #[serde(rename = "ttl_secs", serialize_with = "secs")]
     pub ttl: Duration,
-    /// The batches, in apply order.
-    pub batches: Vec<Batch>,
     /// Backend facts worth reporting (skipped collections, missing indexes, ...).
     pub notes: Vec<String>,
-}
-
-fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
+    deletions: u64,
+    expirations: u64,
+    batch_count: usize,
+    sample: Vec<PlannedItem>,
+    spool: BufWriter<File>,
 }
 
 impl Plan {
-    /// An empty plan.
-    pub fn new(resource: Resource, ttl: Duration) -> Self {
-        Self {
+    /// An empty plan spooling to an anonymous file in `spool_dir`.
+    pub fn new(resource: Resource, ttl: Duration, spool_dir: &Path) -> io::Result<Self> {
+        Ok(Self {
             resource,
             store_items: 0,
             ttl,
-            batches: Vec::new(),
             notes: Vec::new(),
+            deletions: 0,
+            expirations: 0,
+            batch_count: 0,
+            sample: Vec::new(),
+            spool: BufWriter::new(tempfile::tempfile_in(spool_dir)?),
+        })
+    }
+
+    /// Appends a batch.
+    pub fn push(&mut self, batch: Batch) -> io::Result<()> {
+        for item in &batch.items {
+            match item.action {
+                Action::Delete => self.deletions += 1,
+                Action::Expire(_) => self.expirations += 1,
+            }
+            if self.sample.len() < SAMPLE_ITEMS {
+                self.sample.push(item.clone());
+            }
         }
+        serde_json::to_writer(&mut self.spool, &batch)?;
+        self.spool.write_all(b"\n")?;
+        self.batch_count += 1;
+        Ok(())
     }
 
     /// Items the plan deletes.
     pub fn deletions(&self) -> u64 {
-        self.count(|a| matches!(a, Action::Delete))
+        self.deletions
     }
 
     /// Items the plan gives a TTL.
     pub fn expirations(&self) -> u64 {
-        self.count(|a| matches!(a, Action::Expire(_)))
+        self.expirations
     }
 
-    fn count(&self, f: impl Fn(&Action) -> bool) -> u64 {
-        self.batches
-            .iter()
-            .flat_map(|b| &b.items)
-            .filter(|i| f(&i.action))
-            .count() as u64
+    /// Number of batches.
+    pub fn batch_count(&self) -> usize {
+        self.batch_count
     }
 
-    /// Every item, in order.
-    pub fn items(&self) -> impl Iterator<Item = &PlannedItem> {
-        self.batches.iter().flat_map(|b| &b.items)
+    /// The first planned items.
+    pub fn sample(&self) -> &[PlannedItem] {
+        &self.sample
+    }
+
+    /// Reads the batches back, in order, one at a time.
+    pub fn batches(&mut self) -> io::Result<impl Iterator<Item = io::Result<Batch>> + use<>> {
+        self.spool.flush()?;
+        let mut file = self.spool.get_ref().try_clone()?;
+        file.rewind()?;
+        Ok(BufReader::new(file).lines().map(|line| {
+            let line = line?;
+            serde_json::from_str(&line).map_err(io::Error::other)
+        }))
+    }
+
+    /// Every planned item (reads the whole spool: for reports and tests).
+    pub fn items(&mut self) -> io::Result<Vec<PlannedItem>> {
+        let mut items = Vec::new();
+        for batch in self.batches()? {
+            items.extend(batch?.items);
+        }
+        Ok(items)
     }
 }
 
@@ -165,7 +208,12 @@ mod tests {
     use super::*;
 
     fn plan(store: u64, deletes: usize, expires: usize) -> Plan {
-        let mut p = Plan::new(Resource::Redis, Duration::from_secs(3600));
+        let mut p = Plan::new(
+            Resource::Redis,
+            Duration::from_secs(3600),
+            &std::env::temp_dir(),
+        )
+        .unwrap();
         p.store_items = store;
         let mut items: Vec<PlannedItem> = (0..deletes)
             .map(|i| PlannedItem {
@@ -177,11 +225,12 @@ mod tests {
             id: format!("e{i}"),
             action: Action::Expire(3600),
         }));
-        p.batches.push(Batch {
+        p.push(Batch {
             target: "all".into(),
             reason: "test".into(),
             items,
-        });
+        })
+        .unwrap();
         p
     }
 
@@ -212,6 +261,32 @@ mod tests {
         // a cache where every key lacks a TTL still gets its TTLs
         assert!(CAP.check(&plan(100, 0, 100)).is_ok());
         assert_eq!(plan(100, 3, 4).expirations(), 4);
+    }
+
+    #[test]
+    fn spooled_batches_read_back_exactly() {
+        let mut p = plan(10, 30, 2);
+        p.push(Batch {
+            target: "second".into(),
+            reason: "r2".into(),
+            items: vec![PlannedItem {
+                id: "a\\xffb".into(),
+                action: Action::Delete,
+            }],
+        })
+        .unwrap();
+        assert_eq!(
+            (p.deletions(), p.expirations(), p.batch_count()),
+            (31, 2, 2)
+        );
+        assert_eq!(p.sample().len(), SAMPLE_ITEMS);
+        let batches: Vec<Batch> = p.batches().unwrap().map(Result::unwrap).collect();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].items.len(), 32);
+        assert_eq!(batches[0].items[31].action, Action::Expire(3600));
+        assert_eq!(batches[1].items[0].id, "a\\xffb");
+        // reading twice gives the same plan (the CLI prints it after the engine applied it)
+        assert_eq!(p.items().unwrap().len(), 33);
     }
 
     #[test]

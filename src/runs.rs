@@ -11,8 +11,6 @@ use crate::resource::{Priority, Resource};
 
 /// Runs kept in memory for `GET /api/resources/runs`.
 pub const KEPT_RUNS: usize = 100;
-/// Planned items kept in a run record (the audit log has them all).
-pub const SAMPLE_ITEMS: usize = 20;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

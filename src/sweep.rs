@@ -4,6 +4,7 @@
 //! around it (cap, dry-run, audit, shutdown between batches, run records), so no backend can
 //! skip a step.
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
@@ -26,6 +27,15 @@ pub struct SweepContext {
     pub cap: Cap,
     /// The daemon's shutdown: long planning passes stop early when it fires.
     pub cancel: CancellationToken,
+    /// Where plans spool their batches (the audit log's directory).
+    pub spool_dir: PathBuf,
+}
+
+impl SweepContext {
+    /// An empty plan for `resource` with this run's TTL, spooled in `spool_dir`.
+    pub fn new_plan(&self, resource: Resource) -> Result<Plan, SweepError> {
+        Plan::new(resource, self.ttl, &self.spool_dir).map_err(SweepError::spool)
+    }
 }
 
 /// What applying one batch did.
@@ -54,10 +64,20 @@ pub enum SweepError {
     /// is `failed_closed`.
     #[error("reference source unavailable, nothing deleted: {0}")]
     ReferenceUnavailable(String),
+    /// The plan spool (a local file) failed: `failed`, nothing applied.
+    #[error("plan spool: {0}")]
+    Spool(String),
     /// The sweep refuses to run as configured (empty reference collection, unindexed
     /// filter on a large collection, ...): `failed_closed`.
     #[error("refused: {0}")]
     Refused(String),
+}
+
+impl SweepError {
+    /// A spool I/O error.
+    pub fn spool(e: std::io::Error) -> Self {
+        SweepError::Spool(e.to_string())
+    }
 }
 
 /// A backend's sweep: plan everything, then apply batch by batch.

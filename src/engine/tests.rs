@@ -44,10 +44,10 @@ impl Sweeper for Fake {
 
     fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>> {
         *self.seen_ttl.lock().unwrap() = Some(ctx.ttl);
-        let mut plan = Plan::new(Resource::Redis, ctx.ttl);
+        let mut plan = ctx.new_plan(Resource::Redis).unwrap();
         plan.store_items = self.store;
         for b in 0..self.batches {
-            plan.batches.push(Batch {
+            plan.push(Batch {
                 target: "all".into(),
                 reason: format!("batch {b}"),
                 items: (0..self.per_batch)
@@ -56,7 +56,8 @@ impl Sweeper for Fake {
                         action: Action::Delete,
                     })
                     .collect(),
-            });
+            })
+            .unwrap();
         }
         async move { Ok(plan) }.boxed()
     }
@@ -170,7 +171,9 @@ async fn dry_run_applies_nothing_and_reports_the_plan() {
         let result = h.engine.run(request(dry, None), SystemTime::now()).await;
         assert_eq!(result.record.outcome, Outcome::DryRun);
         assert_eq!(result.record.deleted, 0);
-        assert_eq!(result.plan.unwrap().deletions(), 10);
+        let mut plan = result.plan.unwrap();
+        assert_eq!(plan.deletions(), 10);
+        assert_eq!(plan.items().unwrap().len(), 10);
         assert!(h.fake.applied.lock().unwrap().is_empty(), "nothing applied");
         assert!(audit_lines(&h).iter().all(|l| l["dry_run"] == true));
     }

@@ -206,9 +206,10 @@ async fn mixed_data_set_exact_outcome_and_dry_run_matches() {
     );
     let planned: BTreeSet<String> = dry
         .plan
-        .as_ref()
         .unwrap()
         .items()
+        .unwrap()
+        .into_iter()
         .map(|i| i.id.clone())
         .collect();
 
@@ -217,9 +218,10 @@ async fn mixed_data_set_exact_outcome_and_dry_run_matches() {
     assert_eq!(r.outcome, Outcome::Succeeded, "{:?}", r.message);
     let applied: BTreeSet<String> = real
         .plan
-        .as_ref()
         .unwrap()
         .items()
+        .unwrap()
+        .into_iter()
         .map(|i| i.id.clone())
         .collect();
     assert_eq!(planned, applied, "the dry run's plan is the real run's");
@@ -305,9 +307,11 @@ async fn a_key_changed_between_scan_and_action_survives() {
             max_count: 1000,
         },
         cancel: CancellationToken::new(),
+        spool_dir: dir.path().to_path_buf(),
     };
-    let plan = sweeper.plan(&ctx).await.unwrap();
-    let ids: Vec<&str> = plan.items().map(|i| i.id.as_str()).collect();
+    let mut plan = sweeper.plan(&ctx).await.unwrap();
+    let items = plan.items().unwrap();
+    let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
     assert!(
         ids.contains(&"chunk:idle:hash")
             && ids.contains(&"chunk:idle:list")
@@ -340,7 +344,8 @@ async fn a_key_changed_between_scan_and_action_survives() {
         .await
         .unwrap();
     let mut skipped = 0;
-    for batch in &plan.batches {
+    for batch in plan.batches().unwrap() {
+        let batch = &batch.unwrap();
         skipped += sweeper.apply(batch, &ctx).await.unwrap().skipped.len();
     }
     assert_eq!(skipped, 4);

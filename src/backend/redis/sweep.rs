@@ -13,7 +13,6 @@
 //! INT_MAX). Pacing (`JANITOR_REDIS_MAX_OPS_PER_SEC`, a pause between batches) keeps the
 //! application's latency low.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -118,10 +117,10 @@ impl RedisSweeper {
             .any(|p| glob_match(p.as_bytes(), key))
     }
 
-    async fn plan_inner(&self, ctx: &SweepContext) -> Result<Plan, BackendError> {
+    async fn plan_inner(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
         let mut con = self.redis.connection().await?;
         let timeout = self.redis.timeout();
-        let mut plan = Plan::new(Resource::Redis, ctx.ttl);
+        let mut plan = ctx.new_plan(Resource::Redis)?;
         let (used, dbsize) = self.redis.memory_and_size().await?;
         plan.store_items = dbsize;
         self.used_memory_before.store(used, Ordering::Relaxed);
@@ -130,9 +129,6 @@ impl RedisSweeper {
         let mut pacer = Pacer::new(self.settings.max_ops_per_sec);
         let mut planned: u64 = 0;
         let mut lfu = false;
-        // SCAN may return a key twice (during a rehash); a plan lists each key once. Bounded
-        // by the planning limit like the plan itself.
-        let mut seen: HashSet<Vec<u8>> = HashSet::new();
         'policies: for (i, policy) in policies.iter().enumerate() {
             let (mut scanned, mut without_ttl, mut shared, mut oldest_idle) =
                 (0u64, 0u64, 0u64, 0i64);
@@ -160,8 +156,7 @@ impl RedisSweeper {
                 let keys: Vec<Vec<u8>> = keys
                     .into_iter()
                     .filter(|k| {
-                        !seen.contains(k)
-                            && !self.protected(k)
+                        !self.protected(k)
                             && !policies[..i]
                                 .iter()
                                 .any(|p| glob_match(p.pattern.as_bytes(), k))
@@ -204,7 +199,6 @@ impl RedisSweeper {
                         }
                     };
                     if let Some(action) = action {
-                        seen.insert(key.clone());
                         items.push(PlannedItem {
                             id: escape(key),
                             action,
@@ -218,11 +212,12 @@ impl RedisSweeper {
                     } else {
                         policy.describe()
                     };
-                    plan.batches.push(Batch {
+                    plan.push(Batch {
                         target: policy.pattern.clone(),
                         reason,
                         items,
-                    });
+                    })
+                    .map_err(SweepError::spool)?;
                 }
                 if planned > limit {
                     plan.notes.push(format!("planning stopped at {planned} items (the cap allows at most {limit}); the next run continues"));
@@ -366,7 +361,7 @@ impl Sweeper for RedisSweeper {
     }
 
     fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>> {
-        async move { Ok(self.plan_inner(ctx).await?) }.boxed()
+        self.plan_inner(ctx).boxed()
     }
 
     fn apply<'a>(
