@@ -186,9 +186,18 @@ async fn sweep(
             if i > 0 {
                 write!(out, ",")?;
             }
-            write_json(&mut out, &result.record, result.plan.as_mut())?;
+            write_json(
+                &mut out,
+                &result.record,
+                result.plan.as_mut().filter(|_| dry_run),
+            )?;
         } else {
-            write_text(&mut out, &result.record, result.plan.as_mut())?;
+            // a dry run prints its plan; an applied run its result (the audit log has the items)
+            write_text(
+                &mut out,
+                &result.record,
+                result.plan.as_mut().filter(|_| dry_run),
+            )?;
         }
     }
     if json {

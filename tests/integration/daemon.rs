@@ -448,11 +448,24 @@ async fn sweep_once_prints_the_plan_and_exits_by_outcome() {
     let left: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
     assert_eq!(left, 16);
 
+    let (code, out) = run(
+        &["sweep", "--once", "--dry-run", "--resource", "redis"],
+        &env,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("dry_run") && out.contains("delete tmp:"),
+        "the plan is printed: {out}"
+    );
     let (code, out) = run(&["sweep", "--once", "--resource", "redis"], &env);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("succeeded") && out.contains("delete tmp:"),
+        out.contains("succeeded") && out.contains("deleted 4,"),
         "{out}"
+    );
+    assert!(
+        !out.contains("delete tmp:"),
+        "an applied run prints its result, not every item"
     );
     let left: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
     assert_eq!(left, 12);

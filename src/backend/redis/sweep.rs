@@ -4,7 +4,7 @@
 //! one pipeline of `PTTL` (plus `OBJECT IDLETIME` and `OBJECT REFCOUNT` for idle policies).
 //! Applying sends one pipeline per batch in which every action re-checks its key atomically:
 //! `EXPIRE key ttl NX` only sets a TTL where there is none, and [`UNLINK_IF_STILL_IDLE`]
-//! unlinks only a key that still has no TTL and is still idle. So a key that got a TTL, or
+//! (one script call per hundred keys) unlinks only a key that still has no TTL and is still idle. So a key that got a TTL, or
 //! was read, between SCAN and action survives; SCAN returning a key twice is harmless.
 //!
 //! Two server facts shape it: under an LFU `maxmemory-policy` `OBJECT IDLETIME` is refused,
@@ -35,17 +35,28 @@ const NAME: &str = "redis";
 /// OBJECT REFCOUNT of a shared object (OBJ_SHARED_REFCOUNT).
 const SHARED_REFCOUNT: i64 = i32::MAX as i64;
 
-/// Unlinks KEYS[1] only if it has no TTL and, when ARGV[1] > 0, has been idle that many
-/// seconds (and is not a shared integer). Returns 1 if unlinked, 0 if left alone.
+/// For each of KEYS: unlinks it only if it has no TTL and, when ARGV[1] > 0, has been idle
+/// that many seconds (and is not a shared integer). Returns 1 (unlinked) or 0 (left alone)
+/// per key. Each key's check and unlink are one atomic step.
 pub const UNLINK_IF_STILL_IDLE: &str = r#"
-if redis.call('PTTL', KEYS[1]) ~= -1 then return 0 end
 local limit = tonumber(ARGV[1])
-if limit > 0 then
-  if redis.call('OBJECT', 'REFCOUNT', KEYS[1]) == 2147483647 then return 0 end
-  if redis.call('OBJECT', 'IDLETIME', KEYS[1]) < limit then return 0 end
+local out = {}
+for i, key in ipairs(KEYS) do
+  local r = 0
+  if redis.call('PTTL', key) == -1 then
+    if limit == 0 or (redis.call('OBJECT', 'REFCOUNT', key) ~= 2147483647
+        and redis.call('OBJECT', 'IDLETIME', key) >= limit) then
+      r = redis.call('UNLINK', key)
+    end
+  end
+  out[i] = r
 end
-return redis.call('UNLINK', KEYS[1])
+return out
 "#;
+
+/// Keys per script call: small enough that one call blocks the server well under a
+/// millisecond, large enough to save round trips.
+const KEYS_PER_SCRIPT: usize = 100;
 
 /// Spaces out commands to at most `per_sec` a second (0: no limit).
 struct Pacer {
@@ -308,24 +319,29 @@ impl RedisSweeper {
         let mut con = self.redis.connection().await?;
         let timeout = self.redis.timeout();
         let script = redis::Script::new(UNLINK_IF_STILL_IDLE);
-        let mut pipe = redis::pipe();
-        // a per-key error is recorded for that key, not taken for the whole batch's
-        pipe.ignore_errors();
-        let mut ids = Vec::with_capacity(batch.items.len());
+        let mut expires = Vec::new();
+        let mut deletes = Vec::new();
         for item in &batch.items {
             let key = unescape(&item.id).ok_or_else(|| {
                 SweepError::Refused(format!("unreadable key in plan: {}", item.id))
             })?;
             match item.action {
-                Action::Expire(secs) => pipe.cmd("EXPIRE").arg(&key).arg(secs).arg("NX"),
-                Action::Delete => pipe
-                    .cmd("EVALSHA")
-                    .arg(script.get_hash())
-                    .arg(1)
-                    .arg(&key)
-                    .arg(idle_limit),
-            };
-            ids.push(item);
+                Action::Expire(secs) => expires.push((item, key, secs)),
+                Action::Delete => deletes.push((item, key)),
+            }
+        }
+        let mut pipe = redis::pipe();
+        // a per-command error is recorded for its keys, not taken for the whole batch's
+        pipe.ignore_errors();
+        for (_, key, secs) in &expires {
+            pipe.cmd("EXPIRE").arg(key).arg(*secs).arg("NX");
+        }
+        for chunk in deletes.chunks(KEYS_PER_SCRIPT) {
+            let cmd = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(chunk.len());
+            for (_, key) in chunk {
+                cmd.arg(key);
+            }
+            cmd.arg(idle_limit);
         }
         // make sure the script is loaded (idempotent, cheap), then run the batch
         crate::backend::timed(
@@ -339,13 +355,30 @@ impl RedisSweeper {
         .await?;
         let results: Vec<redis::Value> =
             crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await?;
+        let mut results = results.into_iter();
         let mut applied = Applied::default();
-        for (item, result) in ids.into_iter().zip(results) {
-            match (result, &item.action) {
-                (redis::Value::Int(1), Action::Expire(_)) => applied.expired += 1,
-                (redis::Value::Int(1), Action::Delete) => applied.deleted += 1,
-                (redis::Value::ServerError(_), _) => applied.failed.push(item.id.clone()),
+        for ((item, _, _), result) in expires.iter().zip(results.by_ref()) {
+            match result {
+                redis::Value::Int(1) => applied.expired += 1,
+                redis::Value::ServerError(_) => applied.failed.push(item.id.clone()),
                 _ => applied.skipped.push(item.id.clone()),
+            }
+        }
+        for (chunk, result) in deletes.chunks(KEYS_PER_SCRIPT).zip(results) {
+            let per_key = match result {
+                redis::Value::Array(values) if values.len() == chunk.len() => values,
+                _ => {
+                    applied
+                        .failed
+                        .extend(chunk.iter().map(|(item, _)| item.id.clone()));
+                    continue;
+                }
+            };
+            for ((item, _), r) in chunk.iter().zip(per_key) {
+                match r {
+                    redis::Value::Int(1) => applied.deleted += 1,
+                    _ => applied.skipped.push(item.id.clone()),
+                }
             }
         }
         Pacer::new(self.settings.max_ops_per_sec)
