@@ -1,7 +1,8 @@
 //! The Redis sweeper: keys without TTL, by policy, with SCAN, pipelines and UNLINK.
 //!
-//! Planning walks each policy's pattern with `SCAN MATCH COUNT [TYPE]` and, per batch, sends
-//! one pipeline of `PTTL` (plus `OBJECT IDLETIME` and `OBJECT REFCOUNT` for idle policies).
+//! Planning walks each policy's pattern with `SCAN MATCH COUNT [TYPE]` and, per batch, reads
+//! each key's `PTTL` (plus `OBJECT IDLETIME` and `OBJECT REFCOUNT` for idle policies) with a
+//! read-only script, one call per hundred keys, pipelined ([`KEY_FACTS`]).
 //! Applying sends one pipeline per batch in which every action re-checks its key atomically:
 //! `EXPIRE key ttl NX` only sets a TTL where there is none, and [`UNLINK_IF_STILL_IDLE`]
 //! (one script call per hundred keys) unlinks only a key that still has no TTL and is still idle. So a key that got a TTL, or
@@ -20,6 +21,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::Redis;
 use super::keys::{escape, glob_match, unescape};
@@ -54,9 +56,57 @@ end
 return out
 "#;
 
+/// For each of KEYS: its PTTL and, when ARGV[1] is "1", its OBJECT IDLETIME and OBJECT
+/// REFCOUNT (asked only for keys without TTL; 0 otherwise). Read-only. Under an LFU policy
+/// OBJECT IDLETIME fails, and the error says "LFU".
+pub const KEY_FACTS: &str = r#"
+local idle = ARGV[1] == '1'
+local out = {}
+for _, key in ipairs(KEYS) do
+  local pttl = redis.call('PTTL', key)
+  out[#out + 1] = pttl
+  if idle then
+    if pttl == -1 then
+      out[#out + 1] = redis.call('OBJECT', 'IDLETIME', key)
+      out[#out + 1] = redis.call('OBJECT', 'REFCOUNT', key)
+    else
+      out[#out + 1] = 0
+      out[#out + 1] = 0
+    end
+  end
+end
+return out
+"#;
+
 /// Keys per script call: small enough that one call blocks the server well under a
 /// millisecond, large enough to save round trips.
 const KEYS_PER_SCRIPT: usize = 100;
+
+/// Most items in one planned batch (one pipeline and one audit record when applied).
+const APPLY_BATCH: usize = 5000;
+
+/// Spools the pending items of `policy` as one batch.
+fn flush(
+    plan: &mut Plan,
+    policy: &Policy,
+    lfu: bool,
+    pending: &mut Vec<PlannedItem>,
+) -> Result<(), SweepError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let reason = if lfu && matches!(policy.action, PolicyAction::DeleteIdle(_)) {
+        format!("{} (LFU: expire instead)", policy.describe())
+    } else {
+        policy.describe()
+    };
+    plan.push(Batch {
+        target: policy.pattern.clone(),
+        reason,
+        items: std::mem::take(pending),
+    })
+    .map_err(SweepError::spool)
+}
 
 /// Spaces out commands to at most `per_sec` a second (0: no limit).
 struct Pacer {
@@ -74,13 +124,17 @@ impl Pacer {
         }
     }
 
-    async fn take(&mut self, ops: u64) {
+    /// Accounts for `ops` commands; waits until they are due, or until shutdown.
+    async fn take(&mut self, ops: u64, cancel: &CancellationToken) {
         self.sent += ops;
         if self.per_sec == 0 {
             return;
         }
         let due = self.start + Duration::from_secs_f64(self.sent as f64 / self.per_sec as f64);
-        tokio::time::sleep_until(due).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => {}
+            () = cancel.cancelled() => {}
+        }
     }
 }
 
@@ -144,8 +198,11 @@ impl RedisSweeper {
             let (mut scanned, mut without_ttl, mut shared, mut oldest_idle) =
                 (0u64, 0u64, 0u64, 0i64);
             let mut cursor: u64 = 0;
+            // items accumulate into batches of up to APPLY_BATCH: one audit fsync each
+            let mut pending: Vec<PlannedItem> = Vec::new();
             loop {
                 if ctx.cancel.is_cancelled() {
+                    flush(&mut plan, policy, lfu, &mut pending)?;
                     plan.notes
                         .push("planning stopped by shutdown: partial plan".into());
                     break 'policies;
@@ -173,6 +230,7 @@ impl RedisSweeper {
                                 .any(|p| glob_match(p.pattern.as_bytes(), k))
                     })
                     .collect();
+                let was_lfu = lfu;
                 let idle_policy = matches!(policy.action, PolicyAction::DeleteIdle(_)) && !lfu;
                 let facts = match self.key_facts(&mut con, &keys, idle_policy).await {
                     Err(e) if idle_policy && e.to_string().contains("LFU") => {
@@ -186,7 +244,10 @@ impl RedisSweeper {
                     other => other?,
                 };
                 pacer
-                    .take(keys.len() as u64 * if idle_policy { 3 } else { 1 })
+                    .take(
+                        keys.len() as u64 * if idle_policy { 3 } else { 1 },
+                        &ctx.cancel,
+                    )
                     .await;
                 let mut items = Vec::new();
                 for (key, (pttl, idle, refcount)) in keys.iter().zip(facts) {
@@ -217,18 +278,13 @@ impl RedisSweeper {
                     }
                 }
                 planned += items.len() as u64;
-                if !items.is_empty() {
-                    let reason = if lfu && matches!(policy.action, PolicyAction::DeleteIdle(_)) {
-                        format!("{} (LFU: expire instead)", policy.describe())
-                    } else {
-                        policy.describe()
-                    };
-                    plan.push(Batch {
-                        target: policy.pattern.clone(),
-                        reason,
-                        items,
-                    })
-                    .map_err(SweepError::spool)?;
+                if was_lfu != lfu {
+                    // items planned before the fallback keep their own reason
+                    flush(&mut plan, policy, was_lfu, &mut pending)?;
+                }
+                pending.extend(items);
+                if pending.len() >= APPLY_BATCH || cursor == 0 || planned > limit {
+                    flush(&mut plan, policy, lfu, &mut pending)?;
                 }
                 if planned > limit {
                     plan.notes.push(format!("planning stopped at {planned} items (the cap allows at most {limit}); the next run continues"));
@@ -237,7 +293,10 @@ impl RedisSweeper {
                 if cursor == 0 {
                     break;
                 }
-                tokio::time::sleep(self.settings.batch_pause).await;
+                tokio::select! {
+                    () = tokio::time::sleep(self.settings.batch_pause) => {}
+                    () = ctx.cancel.cancelled() => {}
+                }
             }
             let mut note = format!(
                 "{}: {scanned} keys scanned, {without_ttl} without TTL",
@@ -270,30 +329,34 @@ impl RedisSweeper {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.cmd("PTTL").arg(k);
-            if idle {
-                pipe.cmd("OBJECT")
-                    .arg("IDLETIME")
-                    .arg(k)
-                    .cmd("OBJECT")
-                    .arg("REFCOUNT")
-                    .arg(k);
+        for chunk in keys.chunks(KEYS_PER_SCRIPT) {
+            let cmd = pipe.cmd("EVAL").arg(KEY_FACTS).arg(chunk.len());
+            for k in chunk {
+                cmd.arg(k);
             }
+            cmd.arg(if idle { "1" } else { "0" });
         }
-        let timeout = self.redis.timeout();
-        if !idle {
-            let ttls: Vec<i64> =
-                crate::backend::timed(NAME, timeout, pipe.query_async(con)).await?;
-            return Ok(ttls.into_iter().map(|t| (t, 0, 0)).collect());
+        let replies: Vec<Vec<i64>> =
+            crate::backend::timed(NAME, self.redis.timeout(), pipe.query_async(con)).await?;
+        let per_key = if idle { 3 } else { 1 };
+        let facts: Vec<(i64, i64, i64)> = replies
+            .iter()
+            .flat_map(|r| r.chunks(per_key))
+            .map(|c| {
+                (
+                    c[0],
+                    c.get(1).copied().unwrap_or(0),
+                    c.get(2).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        if facts.len() != keys.len() {
+            return Err(BackendError::request(
+                NAME,
+                "key facts script answered a wrong count",
+            ));
         }
-        // a key gone between commands answers nil to OBJECT
-        let raw: Vec<Option<i64>> =
-            crate::backend::timed(NAME, timeout, pipe.query_async(con)).await?;
-        Ok(raw
-            .chunks(3)
-            .map(|c| (c[0].unwrap_or(-2), c[1].unwrap_or(0), c[2].unwrap_or(0)))
-            .collect())
+        Ok(facts)
     }
 
     fn report_lfu(&self) {
@@ -318,7 +381,6 @@ impl RedisSweeper {
         };
         let mut con = self.redis.connection().await?;
         let timeout = self.redis.timeout();
-        let script = redis::Script::new(UNLINK_IF_STILL_IDLE);
         let mut expires = Vec::new();
         let mut deletes = Vec::new();
         for item in &batch.items {
@@ -337,22 +399,14 @@ impl RedisSweeper {
             pipe.cmd("EXPIRE").arg(key).arg(*secs).arg("NX");
         }
         for chunk in deletes.chunks(KEYS_PER_SCRIPT) {
-            let cmd = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(chunk.len());
+            let cmd = pipe.cmd("EVAL").arg(UNLINK_IF_STILL_IDLE).arg(chunk.len());
             for (_, key) in chunk {
                 cmd.arg(key);
             }
             cmd.arg(idle_limit);
         }
-        // make sure the script is loaded (idempotent, cheap), then run the batch
-        crate::backend::timed(
-            NAME,
-            timeout,
-            redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(UNLINK_IF_STILL_IDLE)
-                .query_async::<String>(&mut con),
-        )
-        .await?;
+        // EVAL, not EVALSHA: the server caches the compiled script by its hash anyway, and
+        // a restarted server (or SCRIPT FLUSH) cannot answer NOSCRIPT
         let results: Vec<redis::Value> =
             crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await?;
         let mut results = results.into_iter();
@@ -382,7 +436,7 @@ impl RedisSweeper {
             }
         }
         Pacer::new(self.settings.max_ops_per_sec)
-            .take(batch.items.len() as u64)
+            .take(batch.items.len() as u64, &ctx.cancel)
             .await;
         Ok(applied)
     }
