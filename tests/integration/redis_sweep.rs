@@ -461,3 +461,66 @@ async fn redis_killed_mid_pass_backs_off_and_recovers() {
     let r = recovered.expect("the sweep recovers once the server is back");
     assert_eq!(r.deleted, 1);
 }
+
+#[tokio::test]
+async fn acl_user_and_password_from_the_url() {
+    let svc = require_services!();
+    let server = process::redis(svc, &[]);
+    let admin_url = format!("redis://127.0.0.1:{}/0", server.port);
+    let mut admin = connect(&admin_url).await;
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("janitor")
+        .arg("on")
+        .arg(">acl-pass-91f0")
+        .arg("~*")
+        .arg("+@all")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg("tmp:a")
+        .arg("v")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("off")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let good = format!("redis://janitor:acl-pass-91f0@127.0.0.1:{}/0", server.port);
+    let state = State::new(settings(&good, &dir.path().join("audit.jsonl"), &[]))
+        .await
+        .unwrap();
+    let r = state
+        .engine
+        .run(request(false), SystemTime::now())
+        .await
+        .record;
+    assert_eq!(
+        (r.outcome, r.deleted),
+        (Outcome::Succeeded, 1),
+        "{:?}",
+        r.message
+    );
+
+    let bad = format!(
+        "redis://janitor:wrong-pass-77aa@127.0.0.1:{}/0",
+        server.port
+    );
+    let state = State::new(settings(&bad, &dir.path().join("audit.jsonl"), &[]))
+        .await
+        .unwrap();
+    let r = state
+        .engine
+        .run(request(false), SystemTime::now())
+        .await
+        .record;
+    assert_eq!(r.outcome, Outcome::Failed);
+    let message = r.message.unwrap();
+    assert!(!message.contains("wrong-pass-77aa"), "{message}");
+}
