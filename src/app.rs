@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::audit::{AuditError, AuditLog};
 use crate::backend::BackendError;
 use crate::backend::redis::sweep::RedisSweeper;
+use crate::backend::s3::sweep::S3Sweeper;
 use crate::backend::{mongo::Mongo, qdrant::Qdrant, redis::Redis, s3::S3};
 use crate::config::Settings;
 use crate::engine::{Engine, RunRequest};
@@ -98,6 +99,13 @@ impl Backends {
                 redis.clone(),
                 settings.redis_sweep.clone(),
                 Some(metrics.clone()),
+            )));
+        }
+        if let Some(s3) = &self.s3 {
+            sweepers.push(Arc::new(S3Sweeper::new(
+                s3.clone(),
+                self.mongo.clone(),
+                settings.s3_sweep.clone(),
             )));
         }
         sweepers

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use mongodb::bson::{Document, doc};
+use std::collections::HashSet;
+
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::ClientOptions;
 
 use super::{BackendError, timed};
@@ -40,6 +43,84 @@ impl Mongo {
         &self.db
     }
 
+    /// Which of `keys` a document of `collection` references in any of `fields`: one query
+    /// (`$in` over the keys, a projection of the fields only). Dotted field paths work.
+    pub async fn referenced(
+        &self,
+        collection: &str,
+        fields: &[String],
+        keys: &[String],
+    ) -> Result<HashSet<String>, BackendError> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let wanted: HashSet<&str> = keys.iter().map(String::as_str).collect();
+        let mut any = Vec::with_capacity(fields.len());
+        let mut projection = doc! { "_id": 0 };
+        for f in fields {
+            any.push(doc! { f.as_str(): { "$in": keys } });
+            projection.insert(f.as_str(), 1);
+        }
+        let filter = if any.len() == 1 {
+            any.remove(0)
+        } else {
+            doc! { "$or": any }
+        };
+        let coll = self.db.collection::<Document>(collection);
+        let found = async {
+            let mut cursor = coll.find(filter).projection(projection).await?;
+            let mut found = HashSet::new();
+            while let Some(d) = cursor.try_next().await? {
+                for f in fields {
+                    if let Some(v) = path_str(&d, f).filter(|v| wanted.contains(v)) {
+                        found.insert(v.to_string());
+                    }
+                }
+            }
+            Ok::<_, mongodb::error::Error>(found)
+        };
+        timed(NAME, self.timeout, found).await
+    }
+
+    /// Documents in `collection` (0 when it does not exist).
+    pub async fn document_count(&self, collection: &str) -> Result<u64, BackendError> {
+        let coll = self.db.collection::<Document>(collection);
+        timed(NAME, self.timeout, coll.estimated_document_count()).await
+    }
+
+    /// The `fields` that no index of `collection` starts with (reference checks on them
+    /// scan the collection).
+    pub async fn unindexed(
+        &self,
+        collection: &str,
+        fields: &[String],
+    ) -> Result<Vec<String>, BackendError> {
+        let coll = self.db.collection::<Document>(collection);
+        let names = async {
+            let mut first_keys = Vec::new();
+            match coll.list_indexes().await {
+                Ok(mut cursor) => {
+                    while let Some(index) = cursor.try_next().await? {
+                        if let Some(k) = index.keys.keys().next() {
+                            first_keys.push(k.clone());
+                        }
+                    }
+                }
+                // a missing collection has no indexes (NamespaceNotFound, code 26)
+                Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 26) =>
+                    {}
+                Err(e) => return Err(e),
+            }
+            Ok(first_keys)
+        };
+        let first_keys = timed(NAME, self.timeout, names).await?;
+        Ok(fields
+            .iter()
+            .filter(|f| !first_keys.contains(f))
+            .cloned()
+            .collect())
+    }
+
     /// `ping`.
     pub async fn ping(&self) -> Result<(), BackendError> {
         timed(NAME, self.timeout, self.db.run_command(doc! { "ping": 1 })).await?;
@@ -69,5 +150,33 @@ impl Mongo {
             usage_fraction: 0.0,
             oldest_age_hours: None,
         })
+    }
+}
+
+/// The string at a dotted path (`minio_key`, `files.original`) of a document.
+fn path_str<'a>(d: &'a Document, path: &str) -> Option<&'a str> {
+    let mut parts = path.split('.');
+    let mut value = d.get(parts.next()?)?;
+    for part in parts {
+        value = match value {
+            Bson::Document(inner) => inner.get(part)?,
+            _ => return None,
+        };
+    }
+    value.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_paths() {
+        let d = doc! { "minio_key": "a", "files": { "original": "b", "n": 1 } };
+        assert_eq!(path_str(&d, "minio_key"), Some("a"));
+        assert_eq!(path_str(&d, "files.original"), Some("b"));
+        assert_eq!(path_str(&d, "files.n"), None);
+        assert_eq!(path_str(&d, "files.missing"), None);
+        assert_eq!(path_str(&d, "minio_key.x"), None);
     }
 }

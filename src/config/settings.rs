@@ -45,6 +45,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// The Redis sweeper's policies and pacing.
     pub redis_sweep: super::sweepers::RedisSweep,
+    /// The S3 sweeper's prefixes, grace and reference source.
+    pub s3_sweep: super::sweepers::S3Sweep,
 }
 
 /// TTLs per sweepable resource.
@@ -486,6 +488,7 @@ impl Settings {
             log_format,
             shutdown_timeout,
             redis_sweep: super::sweepers::redis_sweep(&r, ttl[0], allow_short_ttl)?,
+            s3_sweep: super::sweepers::s3_sweep(&r, allow_short_ttl)?,
         })
     }
 

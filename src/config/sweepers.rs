@@ -8,6 +8,74 @@ use super::ConfigError;
 use super::settings::{Reader, TTL_FLOORS};
 use crate::backend::redis::policy::{self, Policy};
 
+/// The S3 sweeper.
+#[derive(Debug, Clone, Serialize)]
+pub struct S3Sweep {
+    /// Prefixes to sweep, each ending in `/`; empty = the whole bucket.
+    pub prefixes: Vec<String>,
+    /// Prefixes never touched, each ending in `/`.
+    pub protect: Vec<String>,
+    /// Objects younger than this are never deleted.
+    #[serde(with = "super::settings::secs")]
+    pub grace: Duration,
+    /// The reference collection.
+    pub ref_collection: String,
+    /// The fields holding object keys.
+    pub ref_fields: Vec<String>,
+    /// Sweep even with an empty reference collection.
+    pub allow_empty_references: bool,
+}
+
+/// A prefix as swept: `uploads/u1` becomes `uploads/u1/` so it never matches `uploads/u10/`;
+/// an empty prefix (the whole bucket) stays empty.
+pub fn normalise_prefix(prefix: &str) -> String {
+    let p = prefix.trim().trim_start_matches('/');
+    if p.is_empty() || p.ends_with('/') {
+        p.to_string()
+    } else {
+        format!("{p}/")
+    }
+}
+
+fn list(r: &Reader<'_>, name: &str) -> Vec<String> {
+    r.text(name)
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(super) fn s3_sweep(r: &Reader<'_>, allow_short: bool) -> Result<S3Sweep, ConfigError> {
+    let grace = r.duration("JANITOR_S3_GRACE_HOURS", 3600.0)?;
+    if grace < TTL_FLOORS[2] && !allow_short {
+        return Err(r.invalid(
+            "JANITOR_S3_GRACE_HOURS",
+            "at least 1 hour (the safety floor), or JANITOR_ALLOW_SHORT_TTL=true",
+        ));
+    }
+    let ref_fields = list(r, "JANITOR_S3_REF_FIELDS");
+    if ref_fields.is_empty() || ref_fields.iter().any(|f| f.starts_with('$')) {
+        return Err(r.invalid("JANITOR_S3_REF_FIELDS", "field names, comma-separated"));
+    }
+    Ok(S3Sweep {
+        prefixes: list(r, "JANITOR_S3_PREFIXES")
+            .iter()
+            .map(|p| normalise_prefix(p))
+            .collect(),
+        protect: list(r, "JANITOR_S3_PROTECT")
+            .iter()
+            .map(|p| normalise_prefix(p))
+            .collect(),
+        grace,
+        ref_collection: r
+            .optional("JANITOR_S3_REF_COLLECTION")
+            .ok_or_else(|| r.invalid("JANITOR_S3_REF_COLLECTION", "a collection name"))?,
+        ref_fields,
+        allow_empty_references: r.boolean("JANITOR_S3_ALLOW_EMPTY_REFERENCES")?,
+    })
+}
+
 /// The Redis sweeper.
 #[derive(Debug, Clone, Serialize)]
 pub struct RedisSweep {

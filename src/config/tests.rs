@@ -347,3 +347,19 @@ fn every_profile_in_envs_is_valid() {
     );
     assert!(dev.safety.dry_run);
 }
+
+#[test]
+fn s3_prefixes_are_normalised_on_segments() {
+    let s = load(&env(&[
+        ("JANITOR_S3_PREFIXES", "uploads/u1, tmp/ ,/lead"),
+        ("JANITOR_S3_PROTECT", "uploads/u1/keep"),
+    ]))
+    .unwrap();
+    assert_eq!(s.s3_sweep.prefixes, ["uploads/u1/", "tmp/", "lead/"]);
+    assert_eq!(s.s3_sweep.protect, ["uploads/u1/keep/"]);
+    assert_eq!(s.s3_sweep.ref_fields, ["minio_key"]);
+    let s = load(&env(&[("JANITOR_S3_REF_FIELDS", "minio_key,minio_path")])).unwrap();
+    assert_eq!(s.s3_sweep.ref_fields, ["minio_key", "minio_path"]);
+    assert!(err(&[("JANITOR_S3_REF_FIELDS", "$where")]).starts_with("JANITOR_S3_REF_FIELDS="));
+    assert!(err(&[("JANITOR_S3_GRACE_HOURS", "0.1")]).contains("safety floor"));
+}

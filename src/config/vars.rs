@@ -228,6 +228,37 @@ pub const VARS: &[Var] = &[
         "2",
         "Pause between SCAN batches, milliseconds, so the application's latency stays low.",
     ),
+    // S3 sweeper
+    var(
+        "JANITOR_S3_PREFIXES",
+        "",
+        "Prefixes to sweep, comma-separated (default: the whole bucket). A trailing / is added: uploads/u1 means uploads/u1/, never uploads/u10/.",
+    ),
+    var(
+        "JANITOR_S3_PROTECT",
+        "",
+        "Prefixes never touched, comma-separated (normalised like JANITOR_S3_PREFIXES).",
+    ),
+    var(
+        "JANITOR_S3_GRACE_HOURS",
+        "1",
+        "Objects younger than this are never deleted, whatever the TTL (in-flight uploads).",
+    ),
+    var(
+        "JANITOR_S3_REF_COLLECTION",
+        "documents",
+        "MongoDB collection whose documents reference objects.",
+    ),
+    var(
+        "JANITOR_S3_REF_FIELDS",
+        "minio_key",
+        "Fields holding an object key, comma-separated (e.g. minio_key,minio_path).",
+    ),
+    var(
+        "JANITOR_S3_ALLOW_EMPTY_REFERENCES",
+        "false",
+        "Sweep even when the reference collection is empty or missing (otherwise refused as misconfiguration).",
+    ),
     // scheduling
     var(
         "JANITOR_QUEUE_CAPACITY",

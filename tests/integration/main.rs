@@ -6,4 +6,5 @@ mod support;
 mod daemon;
 mod daemon_runs;
 mod redis_sweep;
+mod s3_sweep;
 mod smoke;

@@ -1,7 +1,9 @@
 //! S3 (Garage, MinIO, AWS): connection and measurement by listing the bucket.
 //!
 //! The bucket's size is the sum of the listed object sizes, page by page (ListObjectsV2,
-//! 1000 keys a page): the listing is streamed, never held.
+//! 1000 keys a page): the listing is streamed, never held. The sweeper is in [`sweep`].
+
+pub mod sweep;
 
 use std::time::{Duration, SystemTime};
 
@@ -60,6 +62,11 @@ impl S3 {
     /// The bucket.
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// The request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// `HeadBucket`.

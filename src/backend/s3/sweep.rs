@@ -1,0 +1,327 @@
+//! The S3 sweeper: orphan objects, found from the bucket, proven unreferenced in MongoDB.
+//!
+//! The seed walked MongoDB documents, so objects no document mentions (failed uploads,
+//! deleted documents, dedup losers) were never found. This sweep starts from the bucket:
+//! ListObjectsV2 page by page (streamed), and an object is deleted only when both hold:
+//!
+//! 1. its LastModified is older than the TTL and older than the grace floor
+//!    (`JANITOR_S3_GRACE_HOURS`: an upload whose document is not written yet survives);
+//! 2. no document references its key, checked with one `$in` query per page of candidates.
+//!
+//! It fails closed: any MongoDB error or timeout ends the run with nothing deleted
+//! (`failed_closed`), and an empty or missing reference collection next to a non-empty bucket
+//! is refused as misconfiguration. Before each delete batch the references are checked once
+//! more, so a document written since planning saves its object. Deletion uses DeleteObjects
+//! in chunks of at most 1000 keys (AWS's limit); per-key errors are retried with backoff, then
+//! recorded. On a versioned bucket DeleteObjects without version ids removes the current
+//! version only (S3 keeps the older versions behind a delete marker).
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::S3;
+use crate::backend::BackendError;
+use crate::backend::mongo::Mongo;
+use crate::config::S3Sweep;
+use crate::plan::{Action, Batch, Plan, PlannedItem};
+use crate::resource::Resource;
+use crate::sweep::{Applied, SweepContext, SweepError, Sweeper};
+
+const NAME: &str = "s3";
+/// AWS and MinIO refuse DeleteObjects with more keys than this.
+pub const DELETE_OBJECTS_MAX: usize = 1000;
+/// Tries for keys that DeleteObjects reports as failed.
+const DELETE_TRIES: u32 = 3;
+
+/// Splits keys into DeleteObjects requests of at most [`DELETE_OBJECTS_MAX`].
+pub fn delete_chunks(keys: &[String]) -> std::slice::Chunks<'_, String> {
+    keys.chunks(DELETE_OBJECTS_MAX)
+}
+
+/// The S3 sweeper.
+pub struct S3Sweeper {
+    s3: S3,
+    mongo: Option<Mongo>,
+    settings: S3Sweep,
+}
+
+impl S3Sweeper {
+    /// A sweeper over `s3`, checking references in `mongo` (without it, every run is refused).
+    pub fn new(s3: S3, mongo: Option<Mongo>, settings: S3Sweep) -> Self {
+        Self {
+            s3,
+            mongo,
+            settings,
+        }
+    }
+
+    fn mongo(&self) -> Result<&Mongo, SweepError> {
+        self.mongo.as_ref().ok_or_else(|| {
+            SweepError::Refused(
+                "MONGODB_URI is not set: without a reference source no object can be proven unreferenced".into(),
+            )
+        })
+    }
+
+    fn protected(&self, key: &str) -> bool {
+        self.settings
+            .protect
+            .iter()
+            .any(|p| key.starts_with(p.as_str()))
+    }
+
+    async fn referenced(
+        &self,
+        keys: &[String],
+    ) -> Result<std::collections::HashSet<String>, SweepError> {
+        self.mongo()?
+            .referenced(
+                &self.settings.ref_collection,
+                &self.settings.ref_fields,
+                keys,
+            )
+            .await
+            .map_err(|e| SweepError::ReferenceUnavailable(e.to_string()))
+    }
+
+    /// Refuses an empty reference collection next to a non-empty bucket.
+    async fn check_references_exist(&self, plan: &mut Plan) -> Result<(), SweepError> {
+        let mongo = self.mongo()?;
+        let coll = &self.settings.ref_collection;
+        let unavailable = |e: BackendError| SweepError::ReferenceUnavailable(e.to_string());
+        let documents = mongo.document_count(coll).await.map_err(unavailable)?;
+        if documents == 0 && !self.settings.allow_empty_references {
+            let listed = self
+                .s3
+                .client()
+                .list_objects_v2()
+                .bucket(self.s3.bucket())
+                .max_keys(1)
+                .send();
+            let any = crate::backend::timed(NAME, self.s3.timeout(), listed)
+                .await?
+                .key_count()
+                .unwrap_or(0)
+                > 0;
+            if any {
+                return Err(SweepError::Refused(format!(
+                    "reference collection {coll} is empty or missing while the bucket holds objects: \
+                     taken for misconfiguration (JANITOR_S3_ALLOW_EMPTY_REFERENCES=true to sweep anyway)"
+                )));
+            }
+        }
+        let unindexed = mongo
+            .unindexed(coll, &self.settings.ref_fields)
+            .await
+            .map_err(unavailable)?;
+        for field in unindexed {
+            plan.notes.push(format!(
+                "no index on {coll}.{field}: every reference check scans the collection (create one)"
+            ));
+        }
+        Ok(())
+    }
+
+    async fn plan_inner(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
+        let mut plan = ctx.new_plan(Resource::S3)?;
+        self.check_references_exist(&mut plan).await?;
+        let min_age = ctx.ttl.max(self.settings.grace);
+        let cutoff = ctx
+            .now
+            .checked_sub(min_age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let reason = format!(
+            "no document references it, last modified over {} ago",
+            humantime::format_duration(Duration::from_secs(min_age.as_secs()))
+        );
+        let whole_bucket = [String::new()];
+        let prefixes = if self.settings.prefixes.is_empty() {
+            &whole_bucket[..]
+        } else {
+            &self.settings.prefixes[..]
+        };
+        let (mut listed, mut old, mut planned) = (0u64, 0u64, 0u64);
+        'prefixes: for prefix in prefixes {
+            let mut pages = self
+                .s3
+                .client()
+                .list_objects_v2()
+                .bucket(self.s3.bucket())
+                .prefix(prefix)
+                .into_paginator()
+                .send();
+            loop {
+                if ctx.cancel.is_cancelled() {
+                    plan.notes
+                        .push("planning stopped by shutdown: partial plan".into());
+                    break 'prefixes;
+                }
+                let page = match tokio::time::timeout(self.s3.timeout(), pages.next()).await {
+                    Err(_) => {
+                        return Err(BackendError::Timeout {
+                            backend: NAME,
+                            after: self.s3.timeout(),
+                        }
+                        .into());
+                    }
+                    Ok(None) => break,
+                    Ok(Some(page)) => page.map_err(|e| BackendError::request(NAME, e))?,
+                };
+                let mut candidates = Vec::new();
+                for object in page.contents() {
+                    listed += 1;
+                    let Some(key) = object.key() else { continue };
+                    let modified = object
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok());
+                    // no LastModified, or newer than the cutoff: not provably old
+                    if self.protected(key) || modified.is_none_or(|m| m > cutoff) {
+                        continue;
+                    }
+                    candidates.push(key.to_string());
+                }
+                old += candidates.len() as u64;
+                let referenced = self.referenced(&candidates).await?;
+                let items: Vec<PlannedItem> = candidates
+                    .into_iter()
+                    .filter(|k| !referenced.contains(k))
+                    .map(|id| PlannedItem {
+                        id,
+                        action: Action::Delete,
+                    })
+                    .collect();
+                planned += items.len() as u64;
+                if !items.is_empty() {
+                    let target = if prefix.is_empty() {
+                        "all".to_string()
+                    } else {
+                        prefix.clone()
+                    };
+                    plan.push(Batch {
+                        target,
+                        reason: reason.clone(),
+                        items,
+                    })
+                    .map_err(SweepError::spool)?;
+                }
+                if planned > ctx.cap.planning_limit() {
+                    plan.notes.push(format!(
+                        "planning stopped at {planned} objects: above the cap"
+                    ));
+                    break 'prefixes;
+                }
+            }
+        }
+        plan.store_items = listed;
+        plan.notes.push(format!(
+            "{listed} objects listed, {old} old enough, {planned} unreferenced"
+        ));
+        Ok(plan)
+    }
+
+    async fn apply_inner(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
+        let keys: Vec<String> = batch.items.iter().map(|i| i.id.clone()).collect();
+        // a document written since planning saves its object
+        let referenced = self.referenced(&keys).await?;
+        let mut applied = Applied::default();
+        let (keep, delete): (Vec<String>, Vec<String>) =
+            keys.into_iter().partition(|k| referenced.contains(k));
+        applied.skipped = keep;
+        for chunk in delete_chunks(&delete) {
+            let mut pending: Vec<String> = chunk.to_vec();
+            for attempt in 0..DELETE_TRIES {
+                if attempt > 0 {
+                    let backoff = Duration::from_millis(200 * 4u64.pow(attempt - 1));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = ctx.cancel.cancelled() => break,
+                    }
+                }
+                let failed = self.delete_objects(&pending).await?;
+                applied.deleted += (pending.len() - failed.len()) as u64;
+                pending = failed;
+                if pending.is_empty() {
+                    break;
+                }
+            }
+            applied.failed.extend(pending);
+        }
+        Ok(applied)
+    }
+
+    /// One DeleteObjects request; returns the keys the server reported as failed.
+    async fn delete_objects(&self, keys: &[String]) -> Result<Vec<String>, SweepError> {
+        debug_assert!(keys.len() <= DELETE_OBJECTS_MAX);
+        let objects = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BackendError::request(NAME, e))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| BackendError::request(NAME, e))?;
+        let request = self
+            .s3
+            .client()
+            .delete_objects()
+            .bucket(self.s3.bucket())
+            .delete(delete)
+            .send();
+        let out = crate::backend::timed(NAME, self.s3.timeout(), request).await?;
+        Ok(out
+            .errors()
+            .iter()
+            .filter_map(|e| e.key().map(str::to_owned))
+            .collect())
+    }
+}
+
+impl Sweeper for S3Sweeper {
+    fn resource(&self) -> Resource {
+        Resource::S3
+    }
+
+    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>> {
+        self.plan_inner(ctx).boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        batch: &'a Batch,
+        ctx: &'a SweepContext,
+    ) -> BoxFuture<'a, Result<Applied, SweepError>> {
+        self.apply_inner(batch, ctx).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_objects_requests_never_exceed_a_thousand_keys() {
+        for n in [0usize, 1, 999, 1000, 1001, 2500, 10_000] {
+            let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+            let chunks: Vec<&[String]> = delete_chunks(&keys).collect();
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| !c.is_empty() && c.len() <= DELETE_OBJECTS_MAX),
+                "{n}"
+            );
+            assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), n);
+            assert_eq!(chunks.len(), n.div_ceil(DELETE_OBJECTS_MAX));
+            let rejoined: Vec<&String> = chunks.iter().flat_map(|c| c.iter()).collect();
+            assert_eq!(
+                rejoined,
+                keys.iter().collect::<Vec<_>>(),
+                "order and content kept"
+            );
+        }
+    }
+}
