@@ -106,6 +106,7 @@ impl Backends {
                 s3.clone(),
                 self.mongo.clone(),
                 settings.s3_sweep.clone(),
+                Some(metrics.clone()),
             )));
         }
         sweepers

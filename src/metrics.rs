@@ -55,6 +55,7 @@ pub struct Metrics {
     worker_failures: Family<ResourceLabel, Gauge>,
     redis_without_ttl: Family<PatternLabel, Gauge>,
     redis_oldest_idle: Family<PatternLabel, Gauge>,
+    s3_dangling: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,6 +92,7 @@ impl Metrics {
             worker_failures: Family::default(),
             redis_without_ttl: Family::default(),
             redis_oldest_idle: Family::default(),
+            s3_dangling: Gauge::default(),
         };
         r.register(
             "janitor_resource_usage_ratio",
@@ -158,6 +160,11 @@ impl Metrics {
             "janitor_redis_oldest_idle_seconds",
             "Longest OBJECT IDLETIME seen per delete_idle pattern, from the last pass",
             m.redis_oldest_idle.clone(),
+        );
+        r.register(
+            "janitor_s3_dangling_references",
+            "Documents whose object is missing, from the last S3 pass (reported, never deleted)",
+            m.s3_dangling.clone(),
         );
         Metrics {
             registry: Arc::new(r),
@@ -250,6 +257,11 @@ impl Metrics {
         if let Some(idle) = oldest_idle {
             self.redis_oldest_idle.get_or_create(&l).set(idle);
         }
+    }
+
+    /// Dangling references found by the last S3 pass.
+    pub fn record_dangling_references(&self, n: u64) {
+        self.s3_dangling.set(n as i64);
     }
 
     /// The text exposition format.

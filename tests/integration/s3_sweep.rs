@@ -231,6 +231,16 @@ async fn deletes_exactly_the_old_unreferenced_objects_and_dry_run_matches() {
     ] {
         assert!(after.contains(survivor), "{survivor} must survive");
     }
+    let dangling = real
+        .record
+        .notes
+        .iter()
+        .find(|n| n.contains("dangling"))
+        .expect("dangling reported");
+    assert!(
+        dangling.starts_with("1 dangling references") && dangling.contains("uploads/u1/gone.pdf"),
+        "{dangling}"
+    );
     let audit = std::fs::read_to_string(dir.path().join("a.jsonl")).unwrap();
     assert!(
         audit.contains("uploads/u1/ünïcode-ß.pdf")
@@ -269,6 +279,7 @@ async fn mongo_down_means_zero_deletions_failed_closed() {
         s3,
         Some(m),
         settings.s3_sweep.clone(),
+        None,
     );
     let ctx = resource_janitor::sweep::SweepContext {
         now: SystemTime::now(),

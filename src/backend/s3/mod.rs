@@ -3,6 +3,7 @@
 //! The bucket's size is the sum of the listed object sizes, page by page (ListObjectsV2,
 //! 1000 keys a page): the listing is streamed, never held. The sweeper is in [`sweep`].
 
+pub mod dangling;
 pub mod sweep;
 
 use std::time::{Duration, SystemTime};

@@ -23,9 +23,11 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::S3;
+use super::dangling::DanglingMerge;
 use crate::backend::BackendError;
 use crate::backend::mongo::Mongo;
 use crate::config::S3Sweep;
+use crate::metrics::Metrics;
 use crate::plan::{Action, Batch, Plan, PlannedItem};
 use crate::resource::Resource;
 use crate::sweep::{Applied, SweepContext, SweepError, Sweeper};
@@ -46,15 +48,17 @@ pub struct S3Sweeper {
     s3: S3,
     mongo: Option<Mongo>,
     settings: S3Sweep,
+    metrics: Option<Metrics>,
 }
 
 impl S3Sweeper {
     /// A sweeper over `s3`, checking references in `mongo` (without it, every run is refused).
-    pub fn new(s3: S3, mongo: Option<Mongo>, settings: S3Sweep) -> Self {
+    pub fn new(s3: S3, mongo: Option<Mongo>, settings: S3Sweep, metrics: Option<Metrics>) -> Self {
         Self {
             s3,
             mongo,
             settings,
+            metrics,
         }
     }
 
@@ -144,7 +148,14 @@ impl S3Sweeper {
             &self.settings.prefixes[..]
         };
         let (mut listed, mut old, mut planned) = (0u64, 0u64, 0u64);
+        let (mut dangling, mut examples) = (0u64, Vec::new());
+        let unavailable =
+            |e: mongodb::error::Error| SweepError::ReferenceUnavailable(e.to_string());
         'prefixes: for prefix in prefixes {
+            let (mongo, coll) = (self.mongo()?, &self.settings.ref_collection);
+            let mut merge = DanglingMerge::open(mongo, coll, &self.settings.ref_fields, prefix)
+                .await
+                .map_err(unavailable)?;
             let mut pages = self
                 .s3
                 .client()
@@ -167,13 +178,17 @@ impl S3Sweeper {
                         }
                         .into());
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        merge.finish().await.map_err(unavailable)?;
+                        break;
+                    }
                     Ok(Some(page)) => page.map_err(|e| BackendError::request(NAME, e))?,
                 };
                 let mut candidates = Vec::new();
                 for object in page.contents() {
                     listed += 1;
                     let Some(key) = object.key() else { continue };
+                    merge.observe(key).await.map_err(unavailable)?;
                     let modified = object
                         .last_modified()
                         .and_then(|t| SystemTime::try_from(*t).ok());
@@ -214,6 +229,18 @@ impl S3Sweeper {
                     break 'prefixes;
                 }
             }
+            dangling += merge.count;
+            examples.extend(merge.examples);
+        }
+        if let Some(m) = &self.metrics {
+            m.record_dangling_references(dangling);
+        }
+        if dangling > 0 {
+            examples.truncate(20);
+            plan.notes.push(format!(
+                "{dangling} dangling references (documents whose object is missing; reported, never deleted), e.g. {}",
+                examples.join(", ")
+            ));
         }
         plan.store_items = listed;
         plan.notes.push(format!(
