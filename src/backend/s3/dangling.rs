@@ -104,10 +104,7 @@ impl DanglingMerge {
     /// The listing reached `key` (keys must come in listing order).
     pub async fn observe(&mut self, key: &str) -> Result<(), mongodb::error::Error> {
         for i in 0..self.fields.len() {
-            loop {
-                let Some(peeked) = self.fields[i].peeked.clone() else {
-                    break;
-                };
+            while let Some(peeked) = self.fields[i].peeked.clone() {
                 match peeked.as_str().cmp(key) {
                     std::cmp::Ordering::Less => {
                         self.dangling(peeked);
