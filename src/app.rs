@@ -73,7 +73,9 @@ impl Backends {
                 .as_ref()
                 .map(|c| Qdrant::connect(c, timeout))
                 .transpose()?,
-            s3: settings.s3.as_ref().map(|c| S3::connect(c, timeout)),
+            s3: settings.s3.as_ref().map(|c| {
+                S3::connect(c, timeout).with_measure_cache(settings.s3_sweep.measure_cache)
+            }),
             mongo: match &settings.mongo {
                 Some(c) => Some(Mongo::connect(c, timeout).await?),
                 None => None,

@@ -118,7 +118,10 @@ impl Monitor {
             "redis" => b.redis.as_ref()?.measure(budgets.redis_memory_bytes).await,
             "qdrant" => b.qdrant.as_ref()?.measure(budgets.qdrant_points).await,
             "minio" => b.s3.as_ref()?.measure(budgets.s3_bytes, now).await,
-            "mongodb" => b.mongo.as_ref()?.measure().await,
+            "mongodb" => {
+                let collection = &self.state.settings.s3_sweep.ref_collection;
+                b.mongo.as_ref()?.measure(collection).await
+            }
             _ => return None,
         })
     }

@@ -127,15 +127,18 @@ impl Mongo {
         Ok(())
     }
 
-    /// Documents and data size of the database (`dbStats`). MongoDB has no budget: its
-    /// usage is reported, never acted on.
-    pub async fn measure(&self) -> Result<Usage, BackendError> {
-        let stats: Document = timed(
-            NAME,
-            self.timeout,
-            self.db.run_command(doc! { "dbStats": 1 }),
-        )
-        .await?;
+    /// Documents and data size of the reference collection (`collStats`; a missing
+    /// collection is empty). MongoDB has no budget: its usage is reported, never acted on.
+    pub async fn measure(&self, collection: &str) -> Result<Usage, BackendError> {
+        let stats = async {
+            match self.db.run_command(doc! { "collStats": collection }).await {
+                Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 26) => {
+                    Ok(Document::new())
+                }
+                other => other,
+            }
+        };
+        let stats: Document = timed(NAME, self.timeout, stats).await?;
         let number = |k: &str| -> u64 {
             match stats.get(k) {
                 Some(mongodb::bson::Bson::Int32(v)) => (*v).max(0) as u64,
@@ -145,8 +148,8 @@ impl Mongo {
             }
         };
         Ok(Usage {
-            total_items: number("objects"),
-            size_bytes: Some(number("dataSize")),
+            total_items: number("count"),
+            size_bytes: Some(number("size")),
             usage_fraction: 0.0,
             oldest_age_hours: None,
         })

@@ -24,6 +24,9 @@ pub struct S3Sweep {
     pub ref_fields: Vec<String>,
     /// Sweep even with an empty reference collection.
     pub allow_empty_references: bool,
+    /// How long the monitor reuses a whole-bucket listing.
+    #[serde(with = "super::settings::secs")]
+    pub measure_cache: Duration,
 }
 
 /// A prefix as swept: `uploads/u1` becomes `uploads/u1/` so it never matches `uploads/u10/`;
@@ -73,6 +76,16 @@ pub(super) fn s3_sweep(r: &Reader<'_>, allow_short: bool) -> Result<S3Sweep, Con
             .ok_or_else(|| r.invalid("JANITOR_S3_REF_COLLECTION", "a collection name"))?,
         ref_fields,
         allow_empty_references: r.boolean("JANITOR_S3_ALLOW_EMPTY_REFERENCES")?,
+        measure_cache: r
+            .text("JANITOR_S3_MEASURE_CACHE_SECONDS")
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| {
+                r.invalid(
+                    "JANITOR_S3_MEASURE_CACHE_SECONDS",
+                    "a whole number of seconds (0: list every time)",
+                )
+            })?,
     })
 }
 

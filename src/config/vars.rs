@@ -255,6 +255,11 @@ pub const VARS: &[Var] = &[
         "Fields holding an object key, comma-separated (e.g. minio_key,minio_path).",
     ),
     var(
+        "JANITOR_S3_MEASURE_CACHE_SECONDS",
+        "900",
+        "The monitor reuses a whole-bucket listing (its own or the sweep's) this long; 0 lists every cycle.",
+    ),
+    var(
         "JANITOR_S3_ALLOW_EMPTY_REFERENCES",
         "false",
         "Sweep even when the reference collection is empty or missing (otherwise refused as misconfiguration).",

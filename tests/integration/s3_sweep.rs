@@ -446,3 +446,39 @@ async fn more_than_a_page_and_the_cap() {
         BTreeSet::from(["uploads/u1/bulk/00000".to_string()])
     );
 }
+
+#[tokio::test]
+async fn bucket_measurement_is_cached_between_passes() {
+    let svc = require_services!();
+    let garage = process::garage_with_clock(svc);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(
+        &garage,
+        svc.get("MONGODB_URI"),
+        "unused",
+        &dir.path().join("a.jsonl"),
+        &[],
+    );
+    let conn = settings.s3.as_ref().unwrap();
+    let timeout = Duration::from_secs(3);
+    let cached = resource_janitor::backend::s3::S3::connect(conn, timeout)
+        .with_measure_cache(Duration::from_secs(900));
+    let uncached = resource_janitor::backend::s3::S3::connect(conn, timeout);
+    let bucket = garage.info["bucket"].clone();
+    put(&client(&garage), &bucket, "a", 100).await;
+    let now = SystemTime::now();
+    assert_eq!(cached.measure(1 << 30, now).await.unwrap().total_items, 1);
+    put(&client(&garage), &bucket, "b", 100).await;
+    let again = cached.measure(1 << 30, now).await.unwrap();
+    assert_eq!(
+        (again.total_items, again.size_bytes),
+        (1, Some(100)),
+        "served from the cache"
+    );
+    let fresh = uncached.measure(1 << 30, now).await.unwrap();
+    assert_eq!(
+        (fresh.total_items, fresh.size_bytes),
+        (2, Some(200)),
+        "no cache: listed"
+    );
+}

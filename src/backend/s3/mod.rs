@@ -6,7 +6,10 @@
 pub mod dangling;
 pub mod sweep;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -23,6 +26,45 @@ pub struct S3 {
     client: Client,
     bucket: String,
     timeout: Duration,
+    /// The last whole-bucket listing and when it was made.
+    cache: Arc<Mutex<Option<(Instant, Listing)>>>,
+    cache_ttl: Duration,
+}
+
+/// What a listing of the whole bucket found.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Listing {
+    /// Objects.
+    pub objects: u64,
+    /// Their sizes, summed.
+    pub bytes: u64,
+    /// The oldest LastModified.
+    pub oldest: Option<SystemTime>,
+}
+
+impl Listing {
+    /// Counts one listed object.
+    pub fn add(&mut self, object: &aws_sdk_s3::types::Object) {
+        self.objects += 1;
+        self.bytes += object.size().unwrap_or(0).max(0) as u64;
+        if let Some(t) = object
+            .last_modified()
+            .and_then(|t| SystemTime::try_from(*t).ok())
+        {
+            self.oldest = Some(self.oldest.map_or(t, |o| o.min(t)));
+        }
+    }
+
+    fn usage(&self, budget_bytes: u64, now: SystemTime) -> Usage {
+        Usage {
+            total_items: self.objects,
+            size_bytes: Some(self.bytes),
+            usage_fraction: self.bytes as f64 / budget_bytes as f64,
+            oldest_age_hours: self
+                .oldest
+                .map(|t| crate::time::hours(crate::time::age(now, t))),
+        }
+    }
 }
 
 impl S3 {
@@ -52,6 +94,8 @@ impl S3 {
             client: Client::from_conf(config),
             bucket: conn.bucket.clone(),
             timeout,
+            cache: Arc::default(),
+            cache_ttl: Duration::ZERO,
         }
     }
 
@@ -76,16 +120,33 @@ impl S3 {
         timed(NAME, self.timeout, req).await.map(|_| ())
     }
 
-    /// Objects and bytes in the bucket (listed), the oldest object's age.
+    /// Keeps a whole-bucket listing (the sweep's) for [`S3::measure`].
+    pub fn remember(&self, listing: Listing) {
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), listing));
+    }
+
+    /// The same client, reusing whole-bucket listings younger than `ttl` (0: never).
+    pub fn with_measure_cache(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// Objects and bytes in the bucket (listed, or a listing younger than the cache TTL),
+    /// the oldest object's age.
     pub async fn measure(&self, budget_bytes: u64, now: SystemTime) -> Result<Usage, BackendError> {
+        let cached = *self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, listing)) = cached
+            && at.elapsed() < self.cache_ttl
+        {
+            return Ok(listing.usage(budget_bytes, now));
+        }
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .into_paginator()
             .send();
-        let (mut objects, mut bytes) = (0u64, 0u64);
-        let mut oldest: Option<SystemTime> = None;
+        let mut listing = Listing::default();
         loop {
             let page = match tokio::time::timeout(self.timeout, pages.next()).await {
                 Err(_) => {
@@ -98,21 +159,10 @@ impl S3 {
                 Ok(Some(page)) => page.map_err(|e| BackendError::request(NAME, e))?,
             };
             for object in page.contents() {
-                objects += 1;
-                bytes += object.size().unwrap_or(0).max(0) as u64;
-                if let Some(t) = object
-                    .last_modified()
-                    .and_then(|t| SystemTime::try_from(*t).ok())
-                {
-                    oldest = Some(oldest.map_or(t, |o| o.min(t)));
-                }
+                listing.add(object);
             }
         }
-        Ok(Usage {
-            total_items: objects,
-            size_bytes: Some(bytes),
-            usage_fraction: bytes as f64 / budget_bytes as f64,
-            oldest_age_hours: oldest.map(|t| crate::time::hours(crate::time::age(now, t))),
-        })
+        self.remember(listing);
+        Ok(listing.usage(budget_bytes, now))
     }
 }

@@ -22,8 +22,8 @@ use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::S3;
 use super::dangling::DanglingMerge;
+use super::{Listing, S3};
 use crate::backend::BackendError;
 use crate::backend::mongo::Mongo;
 use crate::config::S3Sweep;
@@ -149,6 +149,7 @@ impl S3Sweeper {
         };
         let (mut listed, mut old, mut planned) = (0u64, 0u64, 0u64);
         let (mut dangling, mut examples) = (0u64, Vec::new());
+        let (mut listing, mut complete) = (Listing::default(), true);
         let unavailable =
             |e: mongodb::error::Error| SweepError::ReferenceUnavailable(e.to_string());
         'prefixes: for prefix in prefixes {
@@ -168,6 +169,7 @@ impl S3Sweeper {
                 if ctx.cancel.is_cancelled() {
                     plan.notes
                         .push("planning stopped by shutdown: partial plan".into());
+                    complete = false;
                     break 'prefixes;
                 }
                 let page = match tokio::time::timeout(self.s3.timeout(), pages.next()).await {
@@ -187,6 +189,7 @@ impl S3Sweeper {
                 let mut candidates = Vec::new();
                 for object in page.contents() {
                     listed += 1;
+                    listing.add(object);
                     let Some(key) = object.key() else { continue };
                     merge.observe(key).await.map_err(unavailable)?;
                     let modified = object
@@ -226,6 +229,7 @@ impl S3Sweeper {
                     plan.notes.push(format!(
                         "planning stopped at {planned} objects: above the cap"
                     ));
+                    complete = false;
                     break 'prefixes;
                 }
             }
@@ -241,6 +245,10 @@ impl S3Sweeper {
                 "{dangling} dangling references (documents whose object is missing; reported, never deleted), e.g. {}",
                 examples.join(", ")
             ));
+        }
+        if complete && self.settings.prefixes.is_empty() {
+            // the whole bucket was listed: the monitor can use it instead of listing again
+            self.s3.remember(listing);
         }
         plan.store_items = listed;
         plan.notes.push(format!(
