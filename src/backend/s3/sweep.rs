@@ -157,6 +157,12 @@ impl S3Sweeper {
             let mut merge = DanglingMerge::open(mongo, coll, &self.settings.ref_fields, prefix)
                 .await
                 .map_err(unavailable)?;
+            let target = if prefix.is_empty() {
+                "all".to_string()
+            } else {
+                prefix.clone()
+            };
+            let mut pending: Vec<String> = Vec::new();
             let mut pages = self
                 .s3
                 .client()
@@ -202,28 +208,13 @@ impl S3Sweeper {
                     candidates.push(key.to_string());
                 }
                 old += candidates.len() as u64;
-                let referenced = self.referenced(&candidates).await?;
-                let items: Vec<PlannedItem> = candidates
-                    .into_iter()
-                    .filter(|k| !referenced.contains(k))
-                    .map(|id| PlannedItem {
-                        id,
-                        action: Action::Delete,
-                    })
-                    .collect();
-                planned += items.len() as u64;
-                if !items.is_empty() {
-                    let target = if prefix.is_empty() {
-                        "all".to_string()
-                    } else {
-                        prefix.clone()
-                    };
-                    plan.push(Batch {
-                        target,
-                        reason: reason.clone(),
-                        items,
-                    })
-                    .map_err(SweepError::spool)?;
+                // reference checks go out 1000 keys at a time, across pages
+                pending.extend(candidates);
+                while pending.len() >= DELETE_OBJECTS_MAX {
+                    let keys: Vec<String> = pending.drain(..DELETE_OBJECTS_MAX).collect();
+                    planned += self
+                        .plan_unreferenced(&mut plan, &target, &reason, keys)
+                        .await?;
                 }
                 if planned > ctx.cap.planning_limit() {
                     plan.notes.push(format!(
@@ -233,6 +224,9 @@ impl S3Sweeper {
                     break 'prefixes;
                 }
             }
+            planned += self
+                .plan_unreferenced(&mut plan, &target, &reason, pending)
+                .await?;
             dangling += merge.count;
             examples.extend(merge.examples);
         }
@@ -255,6 +249,39 @@ impl S3Sweeper {
             "{listed} objects listed, {old} old enough, {planned} unreferenced"
         ));
         Ok(plan)
+    }
+
+    /// Checks `keys` against the references (one query) and plans the unreferenced ones as
+    /// one batch; returns how many were planned.
+    async fn plan_unreferenced(
+        &self,
+        plan: &mut Plan,
+        target: &str,
+        reason: &str,
+        keys: Vec<String>,
+    ) -> Result<u64, SweepError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let referenced = self.referenced(&keys).await?;
+        let items: Vec<PlannedItem> = keys
+            .into_iter()
+            .filter(|k| !referenced.contains(k))
+            .map(|id| PlannedItem {
+                id,
+                action: Action::Delete,
+            })
+            .collect();
+        let n = items.len() as u64;
+        if n > 0 {
+            let batch = Batch {
+                target: target.to_string(),
+                reason: reason.to_string(),
+                items,
+            };
+            plan.push(batch).map_err(SweepError::spool)?;
+        }
+        Ok(n)
     }
 
     async fn apply_inner(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
