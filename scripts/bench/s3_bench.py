@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""S3 orphan sweep benchmark: janitor vs the DeleteObjects floor vs rclone, side by side.
+
+A private Garage under libfaketime holds one bucket per contender, each seeded identically:
+N objects, half written with the clock 8 days back (old), half now; half of the old ones
+are referenced by a MongoDB document (minio_key, indexed). So D = N/4 objects are old and
+unreferenced: what the janitor must delete.
+
+  floor    the fastest direct loop: DeleteObjects over the already-known D keys, 1000 a
+           request, sequential (the janitor's concurrency)
+  janitor  `janitor sweep --once --resource s3`: listing, reference checks, deletion
+  rclone   `rclone delete --min-age 7d --use-server-modtime --checkers 32` (checks age only,
+           so it deletes all N/2 old objects, one DELETE request each)
+
+Requests are counted by Garage itself (admin /metrics, api_s3_request_counter); the
+janitor's reference queries are counted from its plan. Peak RSS of the janitor at N/10 and N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import pymongo
+from botocore.config import Config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+JANITOR = os.path.join(ROOT, "target", "release", "janitor")
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Garage:
+    """A single-node Garage under libfaketime, with one key and the given buckets."""
+
+    def __init__(self, buckets: list[str]) -> None:
+        self.dir = tempfile.mkdtemp(prefix="janitor-bench-garage-")
+        self.s3_port, rpc, self.admin_port = free_port(), free_port(), free_port()
+        self.token = os.urandom(16).hex()
+        self.config = os.path.join(self.dir, "garage.toml")
+        with open(self.config, "w") as f:
+            f.write(f"""metadata_dir = "{self.dir}/meta"
+data_dir = "{self.dir}/data"
+db_engine = "sqlite"
+replication_factor = 1
+metadata_fsync = false
+data_fsync = false
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{os.urandom(32).hex()}"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:{self.s3_port}"
+[admin]
+api_bind_addr = "127.0.0.1:{self.admin_port}"
+admin_token = "{self.token}"
+metrics_token = "{self.token}"
+""")
+        os.chmod(self.config, 0o600)
+        self.clock = os.path.join(self.dir, "faketime")
+        self.set_clock("+0")
+        self.key, self.secret = "GK" + os.urandom(12).hex(), os.urandom(32).hex()
+        env = dict(os.environ, LD_PRELOAD=LIBFAKETIME, FAKETIME_TIMESTAMP_FILE=self.clock,
+                   FAKETIME_NO_CACHE="1", FAKETIME_DONT_FAKE_MONOTONIC="1", RUST_LOG="warn",
+                   GARAGE_DEFAULT_ACCESS_KEY=self.key, GARAGE_DEFAULT_SECRET_KEY=self.secret,
+                   GARAGE_DEFAULT_BUCKET=buckets[0])
+        self.proc = subprocess.Popen(["garage", "-c", self.config, "server", "--single-node", "--default-bucket"],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                import urllib.request
+                urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/health", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.1)
+        for b in buckets[1:]:
+            self.cli("bucket", "create", b)
+            self.cli("bucket", "allow", "--read", "--write", "--owner", b, "--key", self.key)
+
+    def cli(self, *args: str) -> None:
+        subprocess.run(["garage", "-c", self.config, *args], check=True, stdout=subprocess.DEVNULL)
+
+    def set_clock(self, offset: str) -> None:
+        with open(self.clock, "w") as f:
+            f.write(offset + "\n")
+
+    def client(self):
+        # a new client per clock phase: the SDKs learn clock skew from responses
+        return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.s3_port}", region_name="garage",
+                            aws_access_key_id=self.key, aws_secret_access_key=self.secret,
+                            config=Config(s3={"addressing_style": "path"}, max_pool_connections=64,
+                                          retries={"max_attempts": 3}))
+
+    def requests(self) -> dict[str, int]:
+        import urllib.request
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}/metrics",
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        text = urllib.request.urlopen(req).read().decode()
+        return {m.group(1): int(float(m.group(2)))
+                for m in re.finditer(r'^api_s3_request_counter\{api_endpoint="(\w+)"\} (\S+)', text, re.M)}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def seed(garage: Garage, mongo: pymongo.MongoClient, bucket: str, n: int) -> list[str]:
+    """N objects, half old; half of the old referenced. Returns the old unreferenced keys."""
+    half = n // 2
+    old = [f"uploads/u{i % 50}/old-{i:06d}.pdf" for i in range(half)]
+    new = [f"uploads/u{i % 50}/new-{i:06d}.pdf" for i in range(n - half)]
+
+    def put_all(client, keys):
+        with ThreadPoolExecutor(32) as pool:
+            list(pool.map(lambda k: client.put_object(Bucket=bucket, Key=k, Body=b"x" * 64), keys))
+
+    garage.set_clock("-8d")
+    put_all(garage.client(), old)
+    garage.set_clock("+0")
+    put_all(garage.client(), new)
+    docs = mongo[f"bench_{bucket}".replace("-", "_")]["documents"]
+    docs.drop()
+    docs.create_index("minio_key")
+    referenced = old[::2]
+    for i in range(0, len(referenced), 10_000):
+        docs.insert_many([{"minio_key": k} for k in referenced[i:i + 10_000]])
+    return old[1::2]
+
+
+def floor(garage: Garage, bucket: str, keys: list[str]) -> float:
+    client = garage.client()
+    started = time.perf_counter()
+    for i in range(0, len(keys), 1000):
+        out = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+        assert not out.get("Errors"), out["Errors"][:3]
+    return time.perf_counter() - started
+
+
+def janitor(garage: Garage, mongo_uri: str, bucket: str, workdir: str) -> tuple[float, int, str]:
+    env = {
+        "PATH": os.environ["PATH"],
+        "S3_ENDPOINT": f"http://127.0.0.1:{garage.s3_port}", "S3_BUCKET": bucket,
+        "AWS_ACCESS_KEY_ID": garage.key, "AWS_SECRET_ACCESS_KEY": garage.secret, "AWS_REGION": "garage",
+        "MONGODB_URI": mongo_uri, "MONGODB_DATABASE": f"bench_{bucket}".replace("-", "_"),
+        "FILES_TTL_DAYS": "7", "JANITOR_MAX_DELETE_FRACTION": "1", "JANITOR_MAX_DELETE_COUNT": "100000000",
+        "JANITOR_AUDIT_LOG": os.path.join(workdir, "audit.jsonl"), "JANITOR_LOG_FORMAT": "json",
+        "JANITOR_BACKEND_TIMEOUT_SECONDS": "30",
+    }
+    started = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", JANITOR, "sweep", "--once", "--resource", "s3"],
+                          env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"janitor failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    return wall, rss, proc.stdout.splitlines()[1].strip()
+
+
+def rclone(garage: Garage, bucket: str, workdir: str) -> float:
+    conf = os.path.join(workdir, "rclone.conf")
+    with open(conf, "w") as f:
+        f.write(f"[garage]\ntype = s3\nprovider = Other\nendpoint = http://127.0.0.1:{garage.s3_port}\n"
+                f"region = garage\naccess_key_id = {garage.key}\nsecret_access_key = {garage.secret}\n"
+                "force_path_style = true\nlist_version = 2\nno_check_bucket = true\n")
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    started = time.perf_counter()
+    subprocess.run(["rclone", "--config", conf, "delete", f"garage:{bucket}", "--min-age", "7d",
+                    "--use-server-modtime", "--checkers", "32", "-q"], env=env, check=True)
+    return time.perf_counter() - started
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--objects", type=int, default=100_000)
+    ap.add_argument("--mongodb-uri", required=True)
+    args = ap.parse_args()
+    n = args.objects
+    buckets = ["bench-floor", "bench-janitor", "bench-rclone", "bench-small"]
+    garage = Garage(buckets)
+    mongo = pymongo.MongoClient(args.mongodb_uri)
+    workdir = tempfile.mkdtemp(prefix="janitor-bench-s3-")
+    try:
+        t = time.perf_counter()
+        small_orphans = seed(garage, mongo, "bench-small", n // 10)
+        orphans = {b: seed(garage, mongo, b, n) for b in buckets[:3]}
+        print(f"seeded {3 * n + n // 10:,} objects in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+
+        _, rss_small, _ = janitor(garage, args.mongodb_uri, "bench-small", workdir)
+
+        before = garage.requests()
+        floor_s = floor(garage, "bench-floor", orphans["bench-floor"])
+        floor_req = delta(garage.requests(), before)
+
+        before = garage.requests()
+        jan_s, rss, summary = janitor(garage, args.mongodb_uri, "bench-janitor", workdir)
+        jan_req = delta(garage.requests(), before)
+
+        before = garage.requests()
+        rclone_s = rclone(garage, "bench-rclone", workdir)
+        rclone_req = delta(garage.requests(), before)
+
+        d = len(orphans["bench-janitor"])
+        n_old = n // 2
+        budget = -(-n // 1000) + -(-d // 1000)
+        # the janitor's reference queries: one per 1000 old objects, one per applied batch
+        ref_queries = -(-n_old // 1000) + -(-d // 1000)
+        print(f"\nS3 orphan sweep, {n:,} objects ({n_old:,} older than 7 d, {d:,} of those unreferenced)\n")
+        print(f"{'contender':<52} {'wall s':>8} {'S3 requests':>12}  by endpoint")
+        for name, secs, req in [
+            ("floor: DeleteObjects over the known keys", floor_s, floor_req),
+            ("janitor sweep (list + references + delete)", jan_s, jan_req),
+            ("rclone delete --min-age 7d --checkers 32 (age only)", rclone_s, rclone_req),
+        ]:
+            print(f"{name:<52} {secs:>8.2f} {sum(req.values()):>12,}  {req}")
+        print(f"\njanitor / floor: {jan_s / floor_s:.2f}x   janitor / rclone: {jan_s / rclone_s:.2f}x")
+        print(f"janitor S3 requests {sum(jan_req.values())} vs budget 1.05 x {budget} = {1.05 * budget:.0f} "
+              f"(LIST ceil(N/1000) + DeleteObjects ceil(D/1000)); MongoDB reference queries {ref_queries} "
+              f"(ceil(N_old/1000) when planning + ceil(D/1000) re-checks before deleting)")
+        print(f"janitor: {summary}")
+        print(f"janitor peak RSS: {rss / 1024:.1f} MB at {n:,} objects, {rss_small / 1024:.1f} MB at {n // 10:,}")
+        left = sum(1 for _ in garage.client().get_paginator("list_objects_v2").paginate(Bucket="bench-janitor")
+                   for _ in _.get("Contents", []))
+        print(f"objects left in the janitor's bucket: {left:,} (expected {n - d:,}); small run deleted "
+              f"{len(small_orphans):,} expected")
+    finally:
+        garage.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
