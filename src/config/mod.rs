@@ -7,6 +7,7 @@
 //! bad one becomes a [`ConfigError`] naming the variable, the value and what was expected,
 //! which `main` prints on one line before exiting with 78 (EX_CONFIG).
 
+mod reader;
 mod settings;
 mod sweepers;
 pub mod vars;

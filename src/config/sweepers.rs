@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::ConfigError;
-use super::settings::{Reader, TTL_FLOORS};
+use super::reader::Reader;
+use super::settings::TTL_FLOORS;
 use crate::backend::redis::policy::{self, Policy};
 
 /// The S3 sweeper.

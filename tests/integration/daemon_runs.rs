@@ -355,3 +355,46 @@ async fn critical_usage_queues_an_emergency_run_with_the_pressure_ttl() {
         "{redis}"
     );
 }
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let svc = require_services!();
+    // a "server" that accepts connections and never answers: the monitor hangs on it
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hole.incoming() {
+            held.push(conn);
+        }
+    });
+    let ns = Namespace::new("daemon-second-signal");
+    let dir = daemon::tempdir();
+    let mut env = daemon::env_for(svc, &ns, dir.path());
+    env.retain(|(k, _)| k != "REDIS_URL" && k != "JANITOR_BACKEND_TIMEOUT_SECONDS");
+    env.extend([
+        (
+            "REDIS_URL".to_string(),
+            format!("redis://127.0.0.1:{port}/0"),
+        ),
+        (
+            "JANITOR_BACKEND_TIMEOUT_SECONDS".to_string(),
+            "60".to_string(),
+        ),
+        ("JANITOR_SHUTDOWN_TIMEOUT".to_string(), "60".to_string()),
+    ]);
+    let mut d = Daemon::start(env, dir).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.signal("TERM");
+    assert!(
+        d.wait_exit(Duration::from_secs(1)).is_none(),
+        "the first signal waits for busy workers"
+    );
+    let second = Instant::now();
+    d.signal("TERM");
+    let status = d
+        .wait_exit(Duration::from_secs(2))
+        .expect("the second signal exits at once");
+    assert_eq!(status.code(), Some(130));
+    assert!(second.elapsed() < Duration::from_secs(2));
+}

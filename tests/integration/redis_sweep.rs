@@ -39,6 +39,20 @@ fn settings(redis_url: &str, audit: &std::path::Path, extra: &[(&str, &str)]) ->
     )
 }
 
+/// `SET key value`.
+async fn set(
+    con: &mut MultiplexedConnection,
+    key: impl redis::ToRedisArgs + Send + Sync,
+    value: impl redis::ToRedisArgs + Send + Sync,
+) {
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async::<()>(con)
+        .await
+        .unwrap();
+}
+
 async fn connect(url: &str) -> MultiplexedConnection {
     redis::Client::open(url)
         .unwrap()
@@ -71,27 +85,19 @@ async fn seed(
     con: &mut MultiplexedConnection,
 ) -> (BTreeSet<Vec<u8>>, BTreeSet<Vec<u8>>, BTreeSet<Vec<u8>>) {
     redis::cmd("FLUSHDB").query_async::<()>(con).await.unwrap();
-    let set = |k: &str, v: &str| redis::cmd("SET").arg(k).arg(v).to_owned();
-    set("doc_segments:ttl", "v")
+    redis::cmd("SET")
+        .arg("doc_segments:ttl")
+        .arg("v")
         .arg("EX")
         .arg(3600)
         .query_async::<()>(con)
         .await
         .unwrap();
-    set("doc_segments:nottl", "v")
-        .query_async::<()>(con)
-        .await
-        .unwrap();
-    set("chunk:fresh", "v")
-        .query_async::<()>(con)
-        .await
-        .unwrap();
-    set("chunk:counter", "7")
-        .query_async::<()>(con)
-        .await
-        .unwrap(); // shared integer
-    set("tmp:x", "v").query_async::<()>(con).await.unwrap();
-    set("unrelated", "v").query_async::<()>(con).await.unwrap();
+    set(con, "doc_segments:nottl", "v").await;
+    set(con, "chunk:fresh", "v").await;
+    set(con, "chunk:counter", "7").await; // a shared integer
+    set(con, "tmp:x", "v").await;
+    set(con, "unrelated", "v").await;
     // sources of every type, then idle copies under policy patterns
     redis::pipe()
         .cmd("SET")
@@ -375,18 +381,8 @@ async fn lfu_policy_falls_back_to_expire() {
     let server = process::redis(svc, &["--maxmemory-policy", "allkeys-lfu"]);
     let url = format!("redis://127.0.0.1:{}/0", server.port);
     let mut con = connect(&url).await;
-    redis::cmd("SET")
-        .arg("chunk:a")
-        .arg("v")
-        .query_async::<()>(&mut con)
-        .await
-        .unwrap();
-    redis::cmd("SET")
-        .arg("chunk:b")
-        .arg("v")
-        .query_async::<()>(&mut con)
-        .await
-        .unwrap();
+    set(&mut con, "chunk:a", "v").await;
+    set(&mut con, "chunk:b", "v").await;
     let dir = tempfile::tempdir().unwrap();
     let state = State::new(settings(&url, &dir.path().join("audit.jsonl"), &[]))
         .await
@@ -421,12 +417,7 @@ async fn redis_killed_mid_pass_backs_off_and_recovers() {
     .unwrap();
     let mut con = connect(&url).await;
     for i in 0..50 {
-        redis::cmd("SET")
-            .arg(format!("tmp:{i}"))
-            .arg("v")
-            .query_async::<()>(&mut con)
-            .await
-            .unwrap();
+        set(&mut con, format!("tmp:{i}"), "v").await;
     }
     server.kill();
     let failed = state
@@ -439,12 +430,7 @@ async fn redis_killed_mid_pass_backs_off_and_recovers() {
     server.start();
     // the connection manager reconnects; the next run works against the new (empty) server
     let mut con = connect(&url).await;
-    redis::cmd("SET")
-        .arg("tmp:again")
-        .arg("v")
-        .query_async::<()>(&mut con)
-        .await
-        .unwrap();
+    set(&mut con, "tmp:again", "v").await;
     let mut recovered = None;
     for _ in 0..20 {
         let r = state
@@ -478,12 +464,7 @@ async fn acl_user_and_password_from_the_url() {
         .query_async::<()>(&mut admin)
         .await
         .unwrap();
-    redis::cmd("SET")
-        .arg("tmp:a")
-        .arg("v")
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
+    set(&mut admin, "tmp:a", "v").await;
     redis::cmd("ACL")
         .arg("SETUSER")
         .arg("default")

@@ -162,7 +162,9 @@ impl S3Sweeper {
             } else {
                 prefix.clone()
             };
-            let mut pending: Vec<String> = Vec::new();
+            // old keys awaiting their reference check, unreferenced ones awaiting a batch
+            let (mut pending, mut ready): (Vec<String>, Vec<PlannedItem>) =
+                (Vec::new(), Vec::new());
             let mut pages = self
                 .s3
                 .client()
@@ -213,7 +215,7 @@ impl S3Sweeper {
                 while pending.len() >= DELETE_OBJECTS_MAX {
                     let keys: Vec<String> = pending.drain(..DELETE_OBJECTS_MAX).collect();
                     planned += self
-                        .plan_unreferenced(&mut plan, &target, &reason, keys)
+                        .plan_unreferenced(&mut plan, (&target, &reason), keys, &mut ready, false)
                         .await?;
                 }
                 if planned > ctx.cap.planning_limit() {
@@ -225,7 +227,7 @@ impl S3Sweeper {
                 }
             }
             planned += self
-                .plan_unreferenced(&mut plan, &target, &reason, pending)
+                .plan_unreferenced(&mut plan, (&target, &reason), pending, &mut ready, true)
                 .await?;
             dangling += merge.count;
             examples.extend(merge.examples);
@@ -251,29 +253,31 @@ impl S3Sweeper {
         Ok(plan)
     }
 
-    /// Checks `keys` against the references (one query) and plans the unreferenced ones as
-    /// one batch; returns how many were planned.
+    /// Checks `keys` against the references (one query); the unreferenced ones join `ready`,
+    /// which is spooled in batches of exactly [`DELETE_OBJECTS_MAX`] (one DeleteObjects each),
+    /// and, with `last`, the remainder too. Returns how many were planned.
     async fn plan_unreferenced(
         &self,
         plan: &mut Plan,
-        target: &str,
-        reason: &str,
+        (target, reason): (&str, &str),
         keys: Vec<String>,
+        ready: &mut Vec<PlannedItem>,
+        last: bool,
     ) -> Result<u64, SweepError> {
-        if keys.is_empty() {
-            return Ok(0);
-        }
         let referenced = self.referenced(&keys).await?;
-        let items: Vec<PlannedItem> = keys
-            .into_iter()
-            .filter(|k| !referenced.contains(k))
-            .map(|id| PlannedItem {
-                id,
-                action: Action::Delete,
-            })
-            .collect();
-        let n = items.len() as u64;
-        if n > 0 {
+        let before = ready.len();
+        ready.extend(
+            keys.into_iter()
+                .filter(|k| !referenced.contains(k))
+                .map(|id| PlannedItem {
+                    id,
+                    action: Action::Delete,
+                }),
+        );
+        let planned = (ready.len() - before) as u64;
+        while ready.len() >= DELETE_OBJECTS_MAX || (last && !ready.is_empty()) {
+            let take = ready.len().min(DELETE_OBJECTS_MAX);
+            let items: Vec<PlannedItem> = ready.drain(..take).collect();
             let batch = Batch {
                 target: target.to_string(),
                 reason: reason.to_string(),
@@ -281,7 +285,7 @@ impl S3Sweeper {
             };
             plan.push(batch).map_err(SweepError::spool)?;
         }
-        Ok(n)
+        Ok(planned)
     }
 
     async fn apply_inner(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
