@@ -97,8 +97,13 @@ metrics_token = "{self.token}"
         subprocess.run(["garage", "-c", self.config, *args], check=True, stdout=subprocess.DEVNULL)
 
     def set_clock(self, offset: str) -> None:
-        with open(self.clock, "w") as f:
+        # write-then-rename, then let libfaketime pick it up: a half-written file, or a clock
+        # read just before the switch, would give objects the wrong LastModified
+        tmp = self.clock + ".tmp"
+        with open(tmp, "w") as f:
             f.write(offset + "\n")
+        os.replace(tmp, self.clock)
+        time.sleep(1.0)
 
     def client(self):
         # a new client per clock phase: the SDKs learn clock skew from responses
@@ -135,6 +140,12 @@ def seed(garage: Garage, mongo: pymongo.MongoClient, bucket: str, n: int) -> lis
     put_all(garage.client(), old)
     garage.set_clock("+0")
     put_all(garage.client(), new)
+    # the seed itself is checked: every "old" object must really be older than 7 days
+    cutoff = time.time() - 7 * 86_400
+    missed = sum(1 for page in garage.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="uploads/")
+                 for o in page.get("Contents", []) if "/old-" in o["Key"] and o["LastModified"].timestamp() > cutoff)
+    if missed:
+        print(f"  seeding {bucket}: {missed} old objects missed the fake clock", file=sys.stderr)
     docs = mongo[f"bench_{bucket}".replace("-", "_")]["documents"]
     docs.drop()
     docs.create_index("minio_key")
@@ -239,8 +250,15 @@ def main() -> None:
               f"(ceil(N_old/1000) when planning + ceil(D/1000) re-checks before deleting)")
         print(f"janitor: {summary}")
         print(f"janitor peak RSS: {rss / 1024:.1f} MB at {n:,} objects, {rss_small / 1024:.1f} MB at {n // 10:,}")
-        left = sum(1 for _ in garage.client().get_paginator("list_objects_v2").paginate(Bucket="bench-janitor")
-                   for _ in _.get("Contents", []))
+        remaining = {o["Key"]: o["LastModified"] for page in
+                     garage.client().get_paginator("list_objects_v2").paginate(Bucket="bench-janitor")
+                     for o in page.get("Contents", [])}
+        left = len(remaining)
+        docs = mongo["bench_bench_janitor"]["documents"]
+        for key in orphans["bench-janitor"]:
+            if key in remaining:
+                print(f"  orphan not deleted: {key} LastModified {remaining[key]} "
+                      f"referenced={docs.count_documents({'minio_key': key})}")
         print(f"objects left in the janitor's bucket: {left:,} (expected {n - d:,}); small run deleted "
               f"{len(small_orphans):,} expected")
     finally:

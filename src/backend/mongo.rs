@@ -70,16 +70,32 @@ impl Mongo {
         let found = async {
             let mut cursor = coll.find(filter).projection(projection).await?;
             let mut found = HashSet::new();
+            let mut unreadable = 0u64;
             while let Some(d) = cursor.try_next().await? {
+                let mut recognised = false;
                 for f in fields {
-                    if let Some(v) = path_str(&d, f).filter(|v| wanted.contains(v)) {
+                    let mut values = Vec::new();
+                    path_strings(&d, f, &mut values);
+                    for v in values.into_iter().filter(|v| wanted.contains(v)) {
                         found.insert(v.to_string());
+                        recognised = true;
                     }
                 }
+                unreadable += u64::from(!recognised);
             }
-            Ok::<_, mongodb::error::Error>(found)
+            Ok::<_, mongodb::error::Error>((found, unreadable))
         };
-        timed(NAME, self.timeout, found).await
+        let (found, unreadable) = timed(NAME, self.timeout, found).await?;
+        if unreadable > 0 {
+            // the query matched documents whose reference we cannot read back (another shape
+            // than strings, arrays of strings or subdocuments): we cannot tell which object
+            // they keep, so nothing in this batch may be taken for unreferenced
+            return Err(BackendError::request(
+                NAME,
+                format!("{unreadable} matching documents hold references of an unknown shape"),
+            ));
+        }
+        Ok(found)
     }
 
     /// Documents in `collection` (0 when it does not exist).
@@ -156,17 +172,25 @@ impl Mongo {
     }
 }
 
-/// The string at a dotted path (`minio_key`, `files.original`) of a document.
-fn path_str<'a>(d: &'a Document, path: &str) -> Option<&'a str> {
-    let mut parts = path.split('.');
-    let mut value = d.get(parts.next()?)?;
-    for part in parts {
-        value = match value {
-            Bson::Document(inner) => inner.get(part)?,
-            _ => return None,
-        };
+/// Every string at a dotted path of a document, looking into arrays the way MongoDB's
+/// queries do (`minio_key`, `minio_keys` as an array, `files.key` over an array of files).
+fn path_strings<'a>(d: &'a Document, path: &str, out: &mut Vec<&'a str>) {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    if let Some(value) = d.get(head) {
+        value_strings(value, rest, out);
     }
-    value.as_str()
+}
+
+fn value_strings<'a>(value: &'a Bson, rest: Option<&str>, out: &mut Vec<&'a str>) {
+    match (value, rest) {
+        (Bson::String(s), None) => out.push(s),
+        (Bson::Array(items), _) => items.iter().for_each(|v| value_strings(v, rest, out)),
+        (Bson::Document(inner), Some(rest)) => path_strings(inner, rest, out),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -174,12 +198,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dotted_paths() {
-        let d = doc! { "minio_key": "a", "files": { "original": "b", "n": 1 } };
-        assert_eq!(path_str(&d, "minio_key"), Some("a"));
-        assert_eq!(path_str(&d, "files.original"), Some("b"));
-        assert_eq!(path_str(&d, "files.n"), None);
-        assert_eq!(path_str(&d, "files.missing"), None);
-        assert_eq!(path_str(&d, "minio_key.x"), None);
+    fn references_in_every_shape_mongodb_matches() {
+        let d = doc! {
+            "minio_key": "a",
+            "keys": ["b", "c"],
+            "files": [{ "key": "d" }, { "key": "e" }, { "other": 1 }],
+            "meta": { "path": "f", "n": 1 },
+        };
+        let get = |p: &str| {
+            let mut out = Vec::new();
+            path_strings(&d, p, &mut out);
+            out
+        };
+        assert_eq!(get("minio_key"), ["a"]);
+        assert_eq!(get("keys"), ["b", "c"]);
+        assert_eq!(get("files.key"), ["d", "e"]);
+        assert_eq!(get("meta.path"), ["f"]);
+        assert!(
+            get("meta.n").is_empty() && get("missing").is_empty() && get("minio_key.x").is_empty()
+        );
     }
 }

@@ -115,6 +115,7 @@ async fn seed(garage: &Server, docs: &mongodb::Collection<Document>) -> BTreeSet
         expected.insert(key);
     }
     put(&old, &bucket, "uploads/u1/old-ref.pdf", 10).await;
+    put(&old, &bucket, "uploads/u1/old-ref-in-array.pdf", 10).await;
     put(&old, &bucket, "uploads/u1/old-ref-by-path.pdf", 10).await;
     put(&old, &bucket, "uploads/u10/old-orphan.pdf", 10).await; // sibling prefix
     put(&old, &bucket, "uploads/u1/keep/old-orphan.pdf", 10).await; // protected
@@ -126,6 +127,8 @@ async fn seed(garage: &Server, docs: &mongodb::Collection<Document>) -> BTreeSet
     docs.insert_many([
         doc! { "minio_key": "uploads/u1/old-ref.pdf" },
         doc! { "minio_path": "uploads/u1/old-ref-by-path.pdf" },
+        // an array of keys: MongoDB's $in matches it, so the janitor must read it back
+        doc! { "minio_key": ["uploads/u1/old-ref-in-array.pdf", "uploads/u1/old-ref.pdf"] },
         doc! { "minio_key": "uploads/u1/new-ref.pdf" },
         doc! { "minio_key": "uploads/u1/gone.pdf" }, // dangling: never deleted, no object
     ])
@@ -228,6 +231,7 @@ async fn deletes_exactly_the_old_unreferenced_objects_and_dry_run_matches() {
         "uploads/u1/keep/old-orphan.pdf",
         "uploads/u1/new-orphan.pdf",
         "uploads/u1/old-ref-by-path.pdf",
+        "uploads/u1/old-ref-in-array.pdf",
     ] {
         assert!(after.contains(survivor), "{survivor} must survive");
     }
