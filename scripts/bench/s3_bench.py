@@ -141,18 +141,21 @@ def seed(garage: Garage, mongo: pymongo.MongoClient, bucket: str, n: int) -> lis
     garage.set_clock("+0")
     put_all(garage.client(), new)
     # the seed itself is checked: every "old" object must really be older than 7 days
+    # (libfaketime now and then gives a write the real time): expected results follow what
+    # the bucket really holds
     cutoff = time.time() - 7 * 86_400
-    missed = sum(1 for page in garage.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="uploads/")
-                 for o in page.get("Contents", []) if "/old-" in o["Key"] and o["LastModified"].timestamp() > cutoff)
+    missed = {o["Key"] for page in garage.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="uploads/")
+              for o in page.get("Contents", []) if "/old-" in o["Key"] and o["LastModified"].timestamp() > cutoff}
     if missed:
-        print(f"  seeding {bucket}: {missed} old objects missed the fake clock", file=sys.stderr)
+        print(f"  seeding {bucket}: {len(missed)} old objects missed the fake clock (kept out of the expected results)",
+              file=sys.stderr)
     docs = mongo[f"bench_{bucket}".replace("-", "_")]["documents"]
     docs.drop()
     docs.create_index("minio_key")
     referenced = old[::2]
     for i in range(0, len(referenced), 10_000):
         docs.insert_many([{"minio_key": k} for k in referenced[i:i + 10_000]])
-    return old[1::2]
+    return [k for k in old[1::2] if k not in missed]
 
 
 def floor(garage: Garage, bucket: str, keys: list[str]) -> float:
