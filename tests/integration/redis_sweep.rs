@@ -178,6 +178,15 @@ fn request(dry_run: bool) -> RunRequest {
     }
 }
 
+/// One run of the engine as of now; its record.
+async fn run(state: &State, dry_run: bool) -> resource_janitor::runs::RunRecord {
+    state
+        .engine
+        .run(request(dry_run), SystemTime::now())
+        .await
+        .record
+}
+
 #[tokio::test]
 async fn mixed_data_set_exact_outcome_and_dry_run_matches() {
     let svc = require_services!();
@@ -274,11 +283,7 @@ async fn mixed_data_set_exact_outcome_and_dry_run_matches() {
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     assert!(audit.contains(r#"chunk:\\xff\\x00bin key"#), "{audit}");
     // a second run finds nothing more to delete (idempotent)
-    let again = state
-        .engine
-        .run(request(false), SystemTime::now())
-        .await
-        .record;
+    let again = run(&state, false).await;
     assert_eq!(
         (again.outcome, again.deleted, again.expired),
         (Outcome::Succeeded, 0, 0)
@@ -387,11 +392,7 @@ async fn lfu_policy_falls_back_to_expire() {
     let state = State::new(settings(&url, &dir.path().join("audit.jsonl"), &[]))
         .await
         .unwrap();
-    let r = state
-        .engine
-        .run(request(false), SystemTime::now())
-        .await
-        .record;
+    let r = run(&state, false).await;
     assert_eq!(r.outcome, Outcome::Succeeded, "{:?}", r.message);
     assert_eq!(
         (r.deleted, r.expired),
@@ -420,11 +421,7 @@ async fn redis_killed_mid_pass_backs_off_and_recovers() {
         set(&mut con, format!("tmp:{i}"), "v").await;
     }
     server.kill();
-    let failed = state
-        .engine
-        .run(request(false), SystemTime::now())
-        .await
-        .record;
+    let failed = run(&state, false).await;
     assert_eq!(failed.outcome, Outcome::Failed, "{:?}", failed.message);
     assert_eq!(failed.deleted, 0);
     server.start();
@@ -433,11 +430,7 @@ async fn redis_killed_mid_pass_backs_off_and_recovers() {
     set(&mut con, "tmp:again", "v").await;
     let mut recovered = None;
     for _ in 0..20 {
-        let r = state
-            .engine
-            .run(request(false), SystemTime::now())
-            .await
-            .record;
+        let r = run(&state, false).await;
         if r.outcome == Outcome::Succeeded {
             recovered = Some(r);
             break;
@@ -477,11 +470,7 @@ async fn acl_user_and_password_from_the_url() {
     let state = State::new(settings(&good, &dir.path().join("audit.jsonl"), &[]))
         .await
         .unwrap();
-    let r = state
-        .engine
-        .run(request(false), SystemTime::now())
-        .await
-        .record;
+    let r = run(&state, false).await;
     assert_eq!(
         (r.outcome, r.deleted),
         (Outcome::Succeeded, 1),
@@ -496,11 +485,7 @@ async fn acl_user_and_password_from_the_url() {
     let state = State::new(settings(&bad, &dir.path().join("audit.jsonl"), &[]))
         .await
         .unwrap();
-    let r = state
-        .engine
-        .run(request(false), SystemTime::now())
-        .await
-        .record;
+    let r = run(&state, false).await;
     assert_eq!(r.outcome, Outcome::Failed);
     let message = r.message.unwrap();
     assert!(!message.contains("wrong-pass-77aa"), "{message}");

@@ -147,6 +147,15 @@ fn request(dry_run: bool) -> RunRequest {
     }
 }
 
+/// One run of the engine as of now; its record.
+async fn run(state: &State, dry_run: bool) -> resource_janitor::runs::RunRecord {
+    state
+        .engine
+        .run(request(dry_run), SystemTime::now())
+        .await
+        .record
+}
+
 async fn mongo_docs(uri: &str, db: &str) -> mongodb::Collection<Document> {
     mongodb::Client::with_uri_str(uri)
         .await
@@ -312,11 +321,7 @@ async fn mongo_down_means_zero_deletions_failed_closed() {
     assert_eq!(list(&garage).await, before, "nothing deleted");
 
     // and a whole run with MongoDB down: failed_closed, zero deletions
-    let r = state
-        .engine
-        .run(request(false), SystemTime::now())
-        .await
-        .record;
+    let r = run(&state, false).await;
     assert_eq!(
         (r.outcome, r.deleted),
         (Outcome::FailedClosed, 0),
@@ -352,11 +357,7 @@ async fn empty_reference_collection_is_refused_unless_allowed() {
     ))
     .await
     .unwrap();
-    let r = state
-        .engine
-        .run(request(false), SystemTime::now())
-        .await
-        .record;
+    let r = run(&state, false).await;
     assert_eq!(r.outcome, Outcome::FailedClosed);
     assert!(r.message.unwrap().contains("empty or missing"));
     assert_eq!(list(&garage).await.len(), 1);
@@ -369,11 +370,7 @@ async fn empty_reference_collection_is_refused_unless_allowed() {
         &[("JANITOR_S3_ALLOW_EMPTY_REFERENCES", "true")],
     );
     let state = State::new(allowed).await.unwrap();
-    let r = state
-        .engine
-        .run(request(false), SystemTime::now())
-        .await
-        .record;
+    let r = run(&state, false).await;
     assert_eq!(
         (r.outcome, r.deleted),
         (Outcome::Succeeded, 1),
@@ -410,13 +407,7 @@ async fn more_than_a_page_and_the_cap() {
         &dir.path().join("a.jsonl"),
         &[("JANITOR_MAX_DELETE_FRACTION", "0.25")],
     );
-    let r = State::new(capped)
-        .await
-        .unwrap()
-        .engine
-        .run(request(false), SystemTime::now())
-        .await
-        .record;
+    let r = run(&State::new(capped).await.unwrap(), false).await;
     assert_eq!(
         (r.outcome, r.deleted, r.planned_deletions),
         (Outcome::AbortedCap, 0, 1099),
@@ -434,11 +425,7 @@ async fn more_than_a_page_and_the_cap() {
     ))
     .await
     .unwrap();
-    let r = state
-        .engine
-        .run(request(false), SystemTime::now())
-        .await
-        .record;
+    let r = run(&state, false).await;
     assert_eq!(
         (r.outcome, r.store_items, r.deleted),
         (Outcome::Succeeded, 1100, 1099),
