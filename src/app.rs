@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditError, AuditLog};
 use crate::backend::BackendError;
+use crate::backend::qdrant::sweep::QdrantSweeper;
 use crate::backend::redis::sweep::RedisSweeper;
 use crate::backend::s3::sweep::S3Sweeper;
 use crate::backend::{mongo::Mongo, qdrant::Qdrant, redis::Redis, s3::S3};
@@ -101,6 +102,15 @@ impl Backends {
                 redis.clone(),
                 settings.redis_sweep.clone(),
                 Some(metrics.clone()),
+            )));
+        }
+        if let Some(qdrant) = &self.qdrant {
+            sweepers.push(Arc::new(QdrantSweeper::new(
+                qdrant.clone(),
+                self.mongo.clone(),
+                settings.qdrant_sweep.clone(),
+                settings.retention.ttl(Resource::Qdrant),
+                settings.budgets.qdrant_points,
             )));
         }
         if let Some(s3) = &self.s3 {
@@ -219,7 +229,7 @@ impl Worker for SweepLoop {
             priority,
         };
         let r = self.state.engine.run(req, SystemTime::now()).await.record;
-        let summary = format!(
+        let mut summary = format!(
             "{} {}: deleted {}, expired {}, planned {}",
             r.id,
             r.outcome.as_str(),
@@ -227,6 +237,11 @@ impl Worker for SweepLoop {
             r.expired,
             r.planned_deletions
         );
+        // refusals are shown in /api/workers, not only in the run report
+        for w in &r.warnings {
+            summary.push_str("; WARNING: ");
+            summary.push_str(w);
+        }
         match r.outcome {
             Outcome::Succeeded | Outcome::DryRun | Outcome::Cancelled => Ok(summary),
             _ => Err(format!("{summary}: {}", r.message.unwrap_or_default())),

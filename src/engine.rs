@@ -109,6 +109,7 @@ impl Engine {
         let ctx = SweepContext {
             now,
             ttl,
+            dry_run: req.dry_run,
             priority: req.priority,
             cap: Cap {
                 max_fraction: safety.max_delete_fraction,
@@ -136,6 +137,7 @@ impl Engine {
             skipped: 0,
             failed: 0,
             notes: Vec::new(),
+            warnings: Vec::new(),
             sample: Vec::new(),
         };
         let plan = match &self.sweepers[req.resource.index()] {
@@ -171,6 +173,7 @@ impl Engine {
         record.planned_deletions = plan.deletions();
         record.planned_expirations = plan.expirations();
         record.notes = plan.notes.clone();
+        record.warnings = plan.warnings.clone();
         record.sample = plan.sample().to_vec();
         if let Err(e) = ctx.cap.check(&plan) {
             record.outcome = Outcome::AbortedCap;

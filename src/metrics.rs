@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::backend::qdrant::CollectionStats;
 use crate::resource::{Priority, Usage};
 use crate::runs::Outcome;
 use crate::worker::WorkerStatus;
@@ -56,6 +57,16 @@ pub struct Metrics {
     redis_without_ttl: Family<PatternLabel, Gauge>,
     redis_oldest_idle: Family<PatternLabel, Gauge>,
     s3_dangling: Gauge,
+    qdrant_points: Family<CollectionLabel, Gauge>,
+    qdrant_segments: Family<CollectionLabel, Gauge>,
+    qdrant_indexed_vectors: Family<CollectionLabel, Gauge>,
+    qdrant_timestamp_indexed: Family<CollectionLabel, Gauge>,
+    qdrant_oldest: Family<CollectionLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CollectionLabel {
+    collection: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -93,7 +104,37 @@ impl Metrics {
             redis_without_ttl: Family::default(),
             redis_oldest_idle: Family::default(),
             s3_dangling: Gauge::default(),
+            qdrant_points: Family::default(),
+            qdrant_segments: Family::default(),
+            qdrant_indexed_vectors: Family::default(),
+            qdrant_timestamp_indexed: Family::default(),
+            qdrant_oldest: Family::default(),
         };
+        r.register(
+            "janitor_qdrant_points",
+            "Points per Qdrant collection (the server's count)",
+            m.qdrant_points.clone(),
+        );
+        r.register(
+            "janitor_qdrant_segments",
+            "Segments per Qdrant collection",
+            m.qdrant_segments.clone(),
+        );
+        r.register(
+            "janitor_qdrant_indexed_vectors",
+            "Vectors in the HNSW index per Qdrant collection",
+            m.qdrant_indexed_vectors.clone(),
+        );
+        r.register(
+            "janitor_qdrant_timestamp_indexed",
+            "1 when the collection's timestamp field has a range-capable payload index",
+            m.qdrant_timestamp_indexed.clone(),
+        );
+        r.register(
+            "janitor_qdrant_oldest_point_age_seconds",
+            "Age of the oldest point per collection (order_by on the indexed timestamp)",
+            m.qdrant_oldest.clone(),
+        );
         r.register(
             "janitor_resource_usage_ratio",
             "Measured usage against the budget (1 = full)",
@@ -262,6 +303,38 @@ impl Metrics {
     /// Dangling references found by the last S3 pass.
     pub fn record_dangling_references(&self, n: u64) {
         self.s3_dangling.set(n as i64);
+    }
+
+    /// The monitor's figures per Qdrant collection. Collections that no longer exist are
+    /// dropped from the families.
+    pub fn record_qdrant_collections(&self, collections: &[CollectionStats]) {
+        let families = [
+            &self.qdrant_points,
+            &self.qdrant_segments,
+            &self.qdrant_indexed_vectors,
+            &self.qdrant_timestamp_indexed,
+            &self.qdrant_oldest,
+        ];
+        for family in families {
+            family.clear();
+        }
+        for c in collections {
+            let l = CollectionLabel {
+                collection: c.name.clone(),
+            };
+            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.qdrant_points.get_or_create(&l).set(n(c.points));
+            self.qdrant_segments.get_or_create(&l).set(n(c.segments));
+            self.qdrant_indexed_vectors
+                .get_or_create(&l)
+                .set(n(c.indexed_vectors));
+            self.qdrant_timestamp_indexed
+                .get_or_create(&l)
+                .set(i64::from(c.timestamp_indexed));
+            if let Some(age) = c.oldest_age {
+                self.qdrant_oldest.get_or_create(&l).set(n(age.as_secs()));
+            }
+        }
     }
 
     /// The text exposition format.

@@ -116,7 +116,19 @@ impl Monitor {
         let budgets = &self.state.settings.budgets;
         Some(match key {
             "redis" => b.redis.as_ref()?.measure(budgets.redis_memory_bytes).await,
-            "qdrant" => b.qdrant.as_ref()?.measure(budgets.qdrant_points).await,
+            "qdrant" => {
+                let sweep = &self.state.settings.qdrant_sweep;
+                let measured = b.qdrant.as_ref()?.measure(
+                    budgets.qdrant_points,
+                    &sweep.timestamp_field,
+                    sweep.timestamp_format,
+                    now,
+                );
+                measured.await.map(|(usage, collections)| {
+                    self.state.metrics.record_qdrant_collections(&collections);
+                    usage
+                })
+            }
             "minio" => b.s3.as_ref()?.measure(budgets.s3_bytes, now).await,
             "mongodb" => {
                 let collection = &self.state.settings.s3_sweep.ref_collection;

@@ -65,6 +65,9 @@ pub struct Plan {
     pub ttl: Duration,
     /// Backend facts worth reporting (skipped collections, missing indexes, ...).
     pub notes: Vec<String>,
+    /// What the operator must act on: parts of the store the sweep refused to touch
+    /// (an unindexed collection too large to scan, a misconfigured field, ...).
+    pub warnings: Vec<String>,
     deletions: u64,
     expirations: u64,
     batch_count: usize,
@@ -80,6 +83,7 @@ impl Plan {
             store_items: 0,
             ttl,
             notes: Vec::new(),
+            warnings: Vec::new(),
             deletions: 0,
             expirations: 0,
             batch_count: 0,

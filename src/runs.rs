@@ -106,6 +106,8 @@ pub struct RunRecord {
     pub failed: u64,
     /// Backend facts (missing indexes, bytes freed, dangling references, ...).
     pub notes: Vec<String>,
+    /// Parts of the store the sweep refused to touch, and why (act on these).
+    pub warnings: Vec<String>,
     /// The first planned items.
     pub sample: Vec<PlannedItem>,
 }

@@ -21,6 +21,9 @@ pub struct SweepContext {
     pub now: SystemTime,
     /// The TTL in force (normal, or the pressure TTL for HIGH / CRITICAL tasks).
     pub ttl: Duration,
+    /// A dry run: the plan is all that counts, and planning must not change the store
+    /// either (no index is created).
+    pub dry_run: bool,
     /// The priority of the task that asked for the run, if any.
     pub priority: Option<Priority>,
     /// The deletion cap: planners stop collecting past [`Cap::planning_limit`].

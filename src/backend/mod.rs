@@ -33,6 +33,14 @@ pub enum BackendError {
         /// The error.
         message: String,
     },
+    /// The server says the thing asked for does not exist (a collection deleted meanwhile).
+    #[error("{backend}: {message}")]
+    NotFound {
+        /// Which backend.
+        backend: &'static str,
+        /// The server's message.
+        message: String,
+    },
     /// No answer within the backend timeout.
     #[error("{backend}: timed out after {}", humantime::format_duration(*.after))]
     Timeout {

@@ -51,14 +51,51 @@ impl Mongo {
         fields: &[String],
         keys: &[String],
     ) -> Result<HashSet<String>, BackendError> {
-        if keys.is_empty() {
+        let values = keys.iter().map(|k| Bson::String(k.clone())).collect();
+        self.matching(collection, fields, keys, values).await
+    }
+
+    /// Which of the document ids `ids` exist as `field` in `collection`. An id is looked up
+    /// in each form the application may have stored it in: the string, an ObjectId (24 hex
+    /// digits) and an integer.
+    pub async fn existing_ids(
+        &self,
+        collection: &str,
+        field: &str,
+        ids: &[String],
+    ) -> Result<HashSet<String>, BackendError> {
+        let mut values = Vec::with_capacity(ids.len() * 2);
+        for id in ids {
+            values.push(Bson::String(id.clone()));
+            if let Ok(oid) = mongodb::bson::oid::ObjectId::parse_str(id) {
+                values.push(Bson::ObjectId(oid));
+            }
+            if let Ok(n) = id.parse::<i64>() {
+                values.push(Bson::Int64(n));
+                values.push(Bson::Double(n as f64));
+            }
+        }
+        self.matching(collection, &[field.to_string()], ids, values)
+            .await
+    }
+
+    /// The `wanted` strings that a document holds in one of `fields`, found with one `$in`
+    /// query over `values`.
+    async fn matching(
+        &self,
+        collection: &str,
+        fields: &[String],
+        wanted: &[String],
+        values: Vec<Bson>,
+    ) -> Result<HashSet<String>, BackendError> {
+        if wanted.is_empty() {
             return Ok(HashSet::new());
         }
-        let wanted: HashSet<&str> = keys.iter().map(String::as_str).collect();
+        let wanted: HashSet<&str> = wanted.iter().map(String::as_str).collect();
         let mut any = Vec::with_capacity(fields.len());
         let mut projection = doc! { "_id": 0 };
         for f in fields {
-            any.push(doc! { f.as_str(): { "$in": keys } });
+            any.push(doc! { f.as_str(): { "$in": values.clone() } });
             projection.insert(f.as_str(), 1);
         }
         let filter = if any.len() == 1 {
@@ -76,8 +113,8 @@ impl Mongo {
                 for f in fields {
                     let mut values = Vec::new();
                     path_strings(&d, f, &mut values);
-                    for v in values.into_iter().filter(|v| wanted.contains(v)) {
-                        found.insert(v.to_string());
+                    for v in values.into_iter().filter(|v| wanted.contains(v.as_str())) {
+                        found.insert(v);
                         recognised = true;
                     }
                 }
@@ -88,7 +125,7 @@ impl Mongo {
         let (found, unreadable) = timed(NAME, self.timeout, found).await?;
         if unreadable > 0 {
             // the query matched documents whose reference we cannot read back (another shape
-            // than strings, arrays of strings or subdocuments): we cannot tell which object
+            // than strings, arrays of strings or subdocuments): we cannot tell which item
             // they keep, so nothing in this batch may be taken for unreferenced
             return Err(BackendError::request(
                 NAME,
@@ -174,7 +211,8 @@ impl Mongo {
 
 /// Every string at a dotted path of a document, looking into arrays the way MongoDB's
 /// queries do (`minio_key`, `minio_keys` as an array, `files.key` over an array of files).
-fn path_strings<'a>(d: &'a Document, path: &str, out: &mut Vec<&'a str>) {
+/// ObjectIds read as their hex form and integers as decimal, for document ids.
+fn path_strings(d: &Document, path: &str, out: &mut Vec<String>) {
     let (head, rest) = match path.split_once('.') {
         Some((h, r)) => (h, Some(r)),
         None => (path, None),
@@ -184,9 +222,15 @@ fn path_strings<'a>(d: &'a Document, path: &str, out: &mut Vec<&'a str>) {
     }
 }
 
-fn value_strings<'a>(value: &'a Bson, rest: Option<&str>, out: &mut Vec<&'a str>) {
+fn value_strings(value: &Bson, rest: Option<&str>, out: &mut Vec<String>) {
     match (value, rest) {
-        (Bson::String(s), None) => out.push(s),
+        (Bson::String(s), None) => out.push(s.clone()),
+        (Bson::ObjectId(oid), None) => out.push(oid.to_hex()),
+        (Bson::Int32(n), None) => out.push(n.to_string()),
+        (Bson::Int64(n), None) => out.push(n.to_string()),
+        (Bson::Double(f), None) if f.fract() == 0.0 && f.abs() < 9e15 => {
+            out.push((*f as i64).to_string())
+        }
         (Bson::Array(items), _) => items.iter().for_each(|v| value_strings(v, rest, out)),
         (Bson::Document(inner), Some(rest)) => path_strings(inner, rest, out),
         _ => {}
@@ -204,6 +248,7 @@ mod tests {
             "keys": ["b", "c"],
             "files": [{ "key": "d" }, { "key": "e" }, { "other": 1 }],
             "meta": { "path": "f", "n": 1 },
+            "oid": mongodb::bson::oid::ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap(),
         };
         let get = |p: &str| {
             let mut out = Vec::new();
@@ -214,8 +259,8 @@ mod tests {
         assert_eq!(get("keys"), ["b", "c"]);
         assert_eq!(get("files.key"), ["d", "e"]);
         assert_eq!(get("meta.path"), ["f"]);
-        assert!(
-            get("meta.n").is_empty() && get("missing").is_empty() && get("minio_key.x").is_empty()
-        );
+        assert_eq!(get("oid"), ["65a1b2c3d4e5f60718293a4b"]);
+        assert_eq!(get("meta.n"), ["1"]);
+        assert!(get("missing").is_empty() && get("minio_key.x").is_empty());
     }
 }

@@ -54,6 +54,13 @@ impl Reader<'_> {
         }
     }
 
+    /// A whole number, 0 allowed (`expected` says what 0 means).
+    pub(super) fn whole(&self, name: &str, expected: &str) -> Result<u64, ConfigError> {
+        self.text(name)
+            .parse::<u64>()
+            .map_err(|_| self.invalid(name, expected))
+    }
+
     pub(super) fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
         match self.text(name).to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(true),

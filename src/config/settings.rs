@@ -48,6 +48,8 @@ pub struct Settings {
     pub redis_sweep: super::sweepers::RedisSweep,
     /// The S3 sweeper's prefixes, grace and reference source.
     pub s3_sweep: super::sweepers::S3Sweep,
+    /// The Qdrant sweeper.
+    pub qdrant_sweep: super::sweepers::QdrantSweep,
 }
 
 /// TTLs per sweepable resource.
@@ -409,6 +411,7 @@ impl Settings {
             shutdown_timeout,
             redis_sweep: super::sweepers::redis_sweep(&r, ttl[0], allow_short_ttl)?,
             s3_sweep: super::sweepers::s3_sweep(&r, allow_short_ttl)?,
+            qdrant_sweep: super::sweepers::qdrant_sweep(&r, allow_short_ttl)?,
         })
     }
 

@@ -175,3 +175,137 @@ pub(super) fn redis_sweep(
         batch_pause,
     })
 }
+
+/// How a Qdrant timestamp payload encodes time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampFormat {
+    /// Decided per collection from the payload index type and the values.
+    Auto,
+    /// Unix seconds (integer or float).
+    UnixSeconds,
+    /// Unix milliseconds.
+    UnixMillis,
+    /// RFC 3339 datetime strings, on a datetime index.
+    Rfc3339,
+}
+
+/// The Qdrant sweeper.
+#[derive(Debug, Clone, Serialize)]
+pub struct QdrantSweep {
+    /// Collections to sweep with their own TTL, if any; empty = every collection.
+    pub collections: Vec<(String, Option<Duration>)>,
+    /// The timestamp payload field.
+    pub timestamp_field: String,
+    /// How it encodes time.
+    pub timestamp_format: TimestampFormat,
+    /// Create a missing timestamp index.
+    pub create_index: bool,
+    /// Largest collection swept without a timestamp index.
+    pub unindexed_max_points: u64,
+    /// Point ids per batch.
+    pub batch_size: u32,
+    /// Pause between delete batches.
+    #[serde(with = "super::settings::secs")]
+    pub batch_pause: Duration,
+    /// Payload field holding the document id; `None` = no orphan pass.
+    pub orphan_field: Option<String>,
+    /// MongoDB collection of the documents.
+    pub orphan_collection: String,
+    /// Document field matched against the payload's document id.
+    pub orphan_ref_field: String,
+    /// Points younger than this are never orphan-deleted.
+    #[serde(with = "super::settings::secs")]
+    pub orphan_grace: Duration,
+}
+
+impl QdrantSweep {
+    /// The TTL override of `collection`, if it has one.
+    pub fn ttl_of(&self, collection: &str) -> Option<Duration> {
+        self.collections
+            .iter()
+            .find(|(c, _)| c == collection)
+            .and_then(|(_, t)| *t)
+    }
+}
+
+pub(super) fn qdrant_sweep(r: &Reader<'_>, allow_short: bool) -> Result<QdrantSweep, ConfigError> {
+    const COLLECTIONS: &str = "JANITOR_QDRANT_COLLECTIONS";
+    let floor = if allow_short {
+        Duration::ZERO
+    } else {
+        TTL_FLOORS[1]
+    };
+    let mut collections = Vec::new();
+    for entry in list(r, COLLECTIONS) {
+        let (name, ttl) = match entry.split_once('=') {
+            None => (entry.as_str(), None),
+            Some((name, ttl)) => {
+                let ttl = humantime::parse_duration(ttl.trim())
+                    .ok()
+                    .filter(|t| *t >= floor && !t.is_zero())
+                    .ok_or_else(|| {
+                        r.invalid(
+                            COLLECTIONS,
+                            format!(
+                                "name or name=ttl, comma-separated; a ttl like 48h, at least {}",
+                                humantime::format_duration(floor.max(Duration::from_secs(1)))
+                            ),
+                        )
+                    })?;
+                (name.trim(), Some(ttl))
+            }
+        };
+        if name.is_empty() || collections.iter().any(|(c, _)| c == name) {
+            return Err(r.invalid(COLLECTIONS, "distinct collection names"));
+        }
+        collections.push((name.to_string(), ttl));
+    }
+    let timestamp_format = match r.text("JANITOR_QDRANT_TIMESTAMP_FORMAT") {
+        "auto" | "" => TimestampFormat::Auto,
+        "unix_seconds" => TimestampFormat::UnixSeconds,
+        "unix_millis" => TimestampFormat::UnixMillis,
+        "rfc3339" => TimestampFormat::Rfc3339,
+        _ => {
+            return Err(r.invalid(
+                "JANITOR_QDRANT_TIMESTAMP_FORMAT",
+                "auto, unix_seconds, unix_millis or rfc3339",
+            ));
+        }
+    };
+    let orphan_grace = r.duration("JANITOR_QDRANT_ORPHAN_GRACE_HOURS", 3600.0)?;
+    if orphan_grace < TTL_FLOORS[2] && !allow_short {
+        return Err(r.invalid(
+            "JANITOR_QDRANT_ORPHAN_GRACE_HOURS",
+            "at least 1 hour (the safety floor), or JANITOR_ALLOW_SHORT_TTL=true",
+        ));
+    }
+    let batch_size = u32::try_from(r.count("JANITOR_QDRANT_BATCH_SIZE")?)
+        .ok()
+        .filter(|n| *n <= 100_000)
+        .ok_or_else(|| r.invalid("JANITOR_QDRANT_BATCH_SIZE", "1 to 100000"))?;
+    let field = |name: &str| {
+        r.optional(name)
+            .filter(|f| !f.starts_with('$'))
+            .ok_or_else(|| r.invalid(name, "a field name"))
+    };
+    Ok(QdrantSweep {
+        collections,
+        timestamp_field: field("JANITOR_QDRANT_TIMESTAMP_FIELD")?,
+        timestamp_format,
+        create_index: r.boolean("JANITOR_QDRANT_CREATE_INDEX")?,
+        unindexed_max_points: r.whole(
+            "JANITOR_QDRANT_UNINDEXED_MAX_POINTS",
+            "a whole number (0: never sweep without an index)",
+        )?,
+        batch_size,
+        batch_pause: Duration::from_millis(r.whole(
+            "JANITOR_QDRANT_BATCH_PAUSE_MS",
+            "a whole number of milliseconds",
+        )?),
+        orphan_field: r.optional("JANITOR_QDRANT_ORPHAN_FIELD"),
+        orphan_collection: field("JANITOR_QDRANT_ORPHAN_COLLECTION")?,
+        orphan_ref_field: field("JANITOR_QDRANT_ORPHAN_REF_FIELD")?,
+        orphan_grace,
+    })
+}

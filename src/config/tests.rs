@@ -363,3 +363,44 @@ fn s3_prefixes_are_normalised_on_segments() {
     assert!(err(&[("JANITOR_S3_REF_FIELDS", "$where")]).starts_with("JANITOR_S3_REF_FIELDS="));
     assert!(err(&[("JANITOR_S3_GRACE_HOURS", "0.1")]).contains("safety floor"));
 }
+
+#[test]
+fn qdrant_collections_with_their_own_ttls() {
+    let s = load(&env(&[(
+        "JANITOR_QDRANT_COLLECTIONS",
+        "sessions=48h, chunks ,archive=7days",
+    )]))
+    .unwrap();
+    let q = &s.qdrant_sweep;
+    assert_eq!(q.ttl_of("sessions"), Some(Duration::from_secs(48 * 3600)));
+    assert_eq!(q.ttl_of("chunks"), None);
+    assert_eq!(q.ttl_of("archive"), Some(Duration::from_secs(7 * 86_400)));
+    assert_eq!(q.timestamp_field, "created_at");
+    assert_eq!(q.timestamp_format, TimestampFormat::Auto);
+    assert_eq!((q.batch_size, q.unindexed_max_points), (10_000, 10_000));
+    assert!(q.orphan_field.is_none() && !q.create_index);
+    for (var, bad, expected) in [
+        ("JANITOR_QDRANT_COLLECTIONS", "a=1m", "at least 10m"),
+        ("JANITOR_QDRANT_COLLECTIONS", "a,a", "distinct"),
+        ("JANITOR_QDRANT_TIMESTAMP_FORMAT", "iso", "rfc3339"),
+        ("JANITOR_QDRANT_BATCH_SIZE", "0", "greater than 0"),
+        ("JANITOR_QDRANT_BATCH_SIZE", "1000000", "1 to 100000"),
+        ("JANITOR_QDRANT_ORPHAN_GRACE_HOURS", "0.5", "safety floor"),
+        ("JANITOR_QDRANT_TIMESTAMP_FIELD", "$where", "field name"),
+    ] {
+        let e = err(&[(var, bad)]);
+        assert!(
+            e.starts_with(&format!("{var}=")) && e.contains(expected),
+            "{e}"
+        );
+    }
+    let short = load(&env(&[
+        ("JANITOR_ALLOW_SHORT_TTL", "true"),
+        ("JANITOR_QDRANT_COLLECTIONS", "a=1m"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        short.qdrant_sweep.ttl_of("a"),
+        Some(Duration::from_secs(60))
+    );
+}

@@ -264,6 +264,62 @@ pub const VARS: &[Var] = &[
         "false",
         "Sweep even when the reference collection is empty or missing (otherwise refused as misconfiguration).",
     ),
+    // Qdrant sweeper
+    var(
+        "JANITOR_QDRANT_COLLECTIONS",
+        "",
+        "Collections to sweep, comma-separated, each optionally with its own TTL (sessions=48h); default all.",
+    ),
+    var(
+        "JANITOR_QDRANT_TIMESTAMP_FIELD",
+        "created_at",
+        "Payload field holding a point's creation time.",
+    ),
+    var(
+        "JANITOR_QDRANT_TIMESTAMP_FORMAT",
+        "auto",
+        "auto (from the payload index type and the values), unix_seconds, unix_millis or rfc3339.",
+    ),
+    var(
+        "JANITOR_QDRANT_CREATE_INDEX",
+        "false",
+        "Create the timestamp payload index when it is missing (and wait for it).",
+    ),
+    var(
+        "JANITOR_QDRANT_UNINDEXED_MAX_POINTS",
+        "10000",
+        "Largest collection swept without a timestamp index (a filtered scroll scans it all); bigger ones are refused.",
+    ),
+    var(
+        "JANITOR_QDRANT_BATCH_SIZE",
+        "10000",
+        "Point ids scrolled and deleted per batch.",
+    ),
+    var(
+        "JANITOR_QDRANT_BATCH_PAUSE_MS",
+        "10",
+        "Pause between delete batches, milliseconds, so the application's writes keep flowing.",
+    ),
+    var(
+        "JANITOR_QDRANT_ORPHAN_FIELD",
+        "",
+        "Payload field holding the point's document id: points whose document is gone from MongoDB are deleted (empty: no orphan pass).",
+    ),
+    var(
+        "JANITOR_QDRANT_ORPHAN_COLLECTION",
+        "documents",
+        "MongoDB collection of the documents points belong to.",
+    ),
+    var(
+        "JANITOR_QDRANT_ORPHAN_REF_FIELD",
+        "_id",
+        "Document field matched against the payload's document id (an _id matches ObjectIds given as hex too).",
+    ),
+    var(
+        "JANITOR_QDRANT_ORPHAN_GRACE_HOURS",
+        "1",
+        "Points younger than this are never orphan-deleted (their document may not be written yet).",
+    ),
     // scheduling
     var(
         "JANITOR_QUEUE_CAPACITY",

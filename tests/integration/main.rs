@@ -5,6 +5,7 @@ mod support;
 
 mod daemon;
 mod daemon_runs;
+mod qdrant_sweep;
 mod redis_sweep;
 mod s3_sweep;
 mod smoke;

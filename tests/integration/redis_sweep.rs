@@ -312,6 +312,7 @@ async fn a_key_changed_between_scan_and_action_survives() {
     let ctx = SweepContext {
         now: SystemTime::now(),
         ttl: Duration::from_secs(3600),
+        dry_run: false,
         priority: None,
         cap: Cap {
             max_fraction: 1.0,

@@ -297,6 +297,7 @@ async fn mongo_down_means_zero_deletions_failed_closed() {
     let ctx = resource_janitor::sweep::SweepContext {
         now: SystemTime::now(),
         ttl: Duration::from_secs(7 * 86_400),
+        dry_run: false,
         priority: None,
         cap: resource_janitor::plan::Cap {
             max_fraction: 1.0,

@@ -1,0 +1,596 @@
+//! The Qdrant sweeper: a TTL for vectors, on an indexed timestamp payload, in bounded batches.
+//!
+//! Qdrant has no TTL; its maintainers recommend deleting by filter on an indexed timestamp,
+//! in batches, and warn that an unindexed filtered delete scans every point and can stall
+//! writes. So, per collection:
+//!
+//! 1. the timestamp field's payload index is checked (a suitable type: integer, float or
+//!    datetime). Missing, it is created when allowed (and waited for); otherwise a
+//!    collection above `JANITOR_QDRANT_UNINDEXED_MAX_POINTS` is refused with a warning, and a
+//!    smaller one is swept with a scan;
+//! 2. the ids of points older than the TTL are scrolled in pages of
+//!    `JANITOR_QDRANT_BATCH_SIZE` (ids only: no payload, no vectors);
+//! 3. optionally, orphan vectors: points past the grace period whose document id has no
+//!    document in MongoDB (any MongoDB error fails the run closed, like the S3 sweep).
+//!
+//! Each batch is applied with a delete whose filter is `has_id(batch) AND timestamp older
+//! than the cutoff`, so the server re-checks every point atomically: a point refreshed since
+//! planning survives, and the filter always has an id list to start from. Orphans are checked
+//! in MongoDB once more before their delete. Deletions are measured with exact counts of the
+//! batch's ids before and after, and each collection is counted before and after the run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use qdrant_client::qdrant::point_id::PointIdOptions;
+use qdrant_client::qdrant::value::Kind;
+use qdrant_client::qdrant::{
+    Condition, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Filter, PointId,
+    RetrievedPoint,
+};
+
+use super::Qdrant;
+use super::timestamp::{self, Encoding, IndexKind};
+use crate::backend::BackendError;
+use crate::backend::mongo::Mongo;
+use crate::config::QdrantSweep;
+use crate::plan::{Action, Batch, Plan, PlannedItem};
+use crate::resource::Resource;
+use crate::sweep::{Applied, SweepContext, SweepError, Sweeper};
+
+/// Document ids per MongoDB `$in` query.
+const MONGO_IN_MAX: usize = 1000;
+
+/// What planning decided for one collection, used again by its batches.
+#[derive(Debug, Clone)]
+struct Target {
+    encoding: Encoding,
+    /// Points older than this are past the TTL.
+    ttl_cutoff: SystemTime,
+    /// Orphan candidates are in `[ttl_cutoff, grace_cutoff)`; `None`: no orphan pass.
+    grace_cutoff: Option<SystemTime>,
+    /// Points when planning (exact count).
+    before: u64,
+}
+
+/// The Qdrant sweeper.
+pub struct QdrantSweeper {
+    qdrant: Qdrant,
+    mongo: Option<Mongo>,
+    settings: QdrantSweep,
+    /// RAG_SESSION_TTL_HOURS: per-collection TTLs scale with the run's TTL against it.
+    normal_ttl: Duration,
+    budget_points: u64,
+    targets: Mutex<BTreeMap<String, Target>>,
+}
+
+fn id_text(id: &PointId) -> Option<String> {
+    match id.point_id_options.as_ref()? {
+        PointIdOptions::Num(n) => Some(n.to_string()),
+        PointIdOptions::Uuid(u) => Some(u.clone()),
+    }
+}
+
+fn point_id(text: &str) -> PointId {
+    match text.parse::<u64>() {
+        Ok(n) => n.into(),
+        Err(_) => text.to_string().into(),
+    }
+}
+
+/// A document id held in a payload: a string or an integer.
+fn doc_id(p: &mut RetrievedPoint, field: &str) -> Option<String> {
+    match p.payload.remove(field)?.kind? {
+        Kind::StringValue(s) if !s.is_empty() => Some(s),
+        Kind::IntegerValue(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl QdrantSweeper {
+    /// A sweeper over `qdrant`; orphan checks use `mongo` (without it, the orphan pass is
+    /// refused). `normal_ttl` is RAG_SESSION_TTL_HOURS, `budget_points` MAX_QDRANT_POINTS.
+    pub fn new(
+        qdrant: Qdrant,
+        mongo: Option<Mongo>,
+        settings: QdrantSweep,
+        normal_ttl: Duration,
+        budget_points: u64,
+    ) -> Self {
+        Self {
+            qdrant,
+            mongo,
+            settings,
+            normal_ttl,
+            budget_points,
+            targets: Mutex::default(),
+        }
+    }
+
+    fn targets(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Target>> {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The collection's TTL for this run: its own, scaled like the run's TTL under pressure.
+    fn ttl_of(&self, collection: &str, ctx: &SweepContext) -> Duration {
+        match self.settings.ttl_of(collection) {
+            Some(own) => own.mul_f64(ctx.ttl.as_secs_f64() / self.normal_ttl.as_secs_f64()),
+            None => ctx.ttl,
+        }
+    }
+
+    /// The MongoDB to check orphans against, or `None` when the orphan pass is off or
+    /// refused (said in the plan).
+    async fn orphan_source(&self, plan: &mut Plan) -> Result<Option<&Mongo>, SweepError> {
+        let Some(field) = &self.settings.orphan_field else {
+            return Ok(None);
+        };
+        let Some(mongo) = &self.mongo else {
+            plan.warnings.push(format!(
+                "orphan pass refused: JANITOR_QDRANT_ORPHAN_FIELD={field} but MONGODB_URI is not set"
+            ));
+            return Ok(None);
+        };
+        let coll = &self.settings.orphan_collection;
+        let documents = mongo
+            .document_count(coll)
+            .await
+            .map_err(|e| SweepError::ReferenceUnavailable(e.to_string()))?;
+        if documents == 0 {
+            plan.warnings.push(format!(
+                "orphan pass refused: the document collection {coll} is empty or missing (taken for misconfiguration)"
+            ));
+            return Ok(None);
+        }
+        Ok(Some(mongo))
+    }
+
+    async fn plan_inner(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
+        let mut plan = ctx.new_plan(Resource::Qdrant)?;
+        self.targets().clear();
+        let names = if self.settings.collections.is_empty() {
+            self.qdrant.collections().await?
+        } else {
+            self.settings
+                .collections
+                .iter()
+                .map(|(c, _)| c.clone())
+                .collect()
+        };
+        let orphans = self.orphan_source(&mut plan).await?;
+        for name in names {
+            if ctx.cancel.is_cancelled() {
+                plan.notes
+                    .push("planning stopped by shutdown: partial plan".into());
+                break;
+            }
+            match self.plan_collection(ctx, &name, orphans, &mut plan).await {
+                Ok(()) => {}
+                Err(SweepError::Backend(BackendError::NotFound { .. })) => {
+                    self.targets().remove(&name);
+                    plan.notes
+                        .push(format!("collection {name}: not found (deleted?); skipped"));
+                }
+                Err(e) => return Err(e),
+            }
+            if plan.deletions() > ctx.cap.planning_limit() {
+                plan.notes.push(format!(
+                    "planning stopped at {} points: above the cap",
+                    plan.deletions()
+                ));
+                break;
+            }
+        }
+        plan.store_items = self.targets().values().map(|t| t.before).sum();
+        Ok(plan)
+    }
+
+    /// Checks the collection's timestamp index; returns the encoding, or `None` when the
+    /// collection is refused or has nothing to judge (said in the plan).
+    async fn check_index(
+        &self,
+        ctx: &SweepContext,
+        name: &str,
+        plan: &mut Plan,
+    ) -> Result<Option<Encoding>, SweepError> {
+        let field = &self.settings.timestamp_field;
+        let info = self.qdrant.info(name).await?;
+        let points = info.points_count.unwrap_or(0);
+        let index = info
+            .payload_schema
+            .get(field)
+            .map(|s| IndexKind::of(s.data_type));
+        let Some(sample) = self.qdrant.sample(name, field).await? else {
+            plan.notes.push(format!(
+                "collection {name}: no point has a {field} payload; nothing to judge"
+            ));
+            return Ok(None);
+        };
+        let encoding = match timestamp::resolve(self.settings.timestamp_format, index, &sample) {
+            Ok(e) => e,
+            Err(why) => {
+                plan.warnings.push(format!(
+                    "collection {name} refused: {field} cannot serve as a timestamp: {why}"
+                ));
+                return Ok(None);
+            }
+        };
+        if index.is_some() {
+            return Ok(Some(encoding));
+        }
+        let small = points <= self.settings.unindexed_max_points;
+        if self.settings.create_index && !ctx.dry_run {
+            let kind = timestamp::index_type(encoding, &sample);
+            self.qdrant
+                .call(|| {
+                    let req = CreateFieldIndexCollectionBuilder::new(name, field, kind).wait(true);
+                    self.qdrant.client().create_field_index(req)
+                })
+                .await?;
+            let kind_name = kind.as_str_name().trim_start_matches("FieldType");
+            plan.notes.push(format!(
+                "collection {name}: created a payload index on {field} ({})",
+                kind_name.to_lowercase()
+            ));
+        } else if small {
+            plan.notes.push(format!(
+                "collection {name}: no payload index on {field}; {points} points, at most \
+                 JANITOR_QDRANT_UNINDEXED_MAX_POINTS, so it is scanned"
+            ));
+        } else {
+            let why = if self.settings.create_index {
+                "a dry run does not create the index the real run would create"
+            } else {
+                "create the index, or set JANITOR_QDRANT_CREATE_INDEX=true"
+            };
+            plan.warnings.push(format!(
+                "collection {name} refused: no payload index on {field} and {points} points \
+                 (more than JANITOR_QDRANT_UNINDEXED_MAX_POINTS={}): a filter on it would scan \
+                 every point and can stall writes; {why}",
+                self.settings.unindexed_max_points
+            ));
+            return Ok(None);
+        }
+        Ok(Some(encoding))
+    }
+
+    async fn plan_collection(
+        &self,
+        ctx: &SweepContext,
+        name: &str,
+        orphans: Option<&Mongo>,
+        plan: &mut Plan,
+    ) -> Result<(), SweepError> {
+        let Some(encoding) = self.check_index(ctx, name, plan).await? else {
+            return Ok(());
+        };
+        let field = &self.settings.timestamp_field;
+        let ttl = self.ttl_of(name, ctx);
+        let ttl_cutoff = ctx.now.checked_sub(ttl).unwrap_or(SystemTime::UNIX_EPOCH);
+        let grace_cutoff = orphans
+            .and_then(|_| ctx.now.checked_sub(self.settings.orphan_grace))
+            .filter(|g| *g > ttl_cutoff);
+        let before = self.qdrant.count(name, None).await?;
+        let target = Target {
+            encoding,
+            ttl_cutoff,
+            grace_cutoff,
+            before,
+        };
+        self.targets().insert(name.to_string(), target.clone());
+
+        let expired = Filter::must([timestamp::between(field, encoding, None, ttl_cutoff)]);
+        let reason = format!(
+            "{field} older than the TTL ({})",
+            humantime::format_duration(Duration::from_secs(ttl.as_secs()))
+        );
+        let mut offset = None;
+        let mut planned = 0u64;
+        loop {
+            let (points, next) = self
+                .qdrant
+                .scroll(name, &expired, &[], self.settings.batch_size, offset)
+                .await?;
+            let ids: Vec<String> = points
+                .iter()
+                .filter_map(|p| p.id.as_ref().and_then(id_text))
+                .collect();
+            planned += ids.len() as u64;
+            push(plan, name, &reason, ids)?;
+            offset = next;
+            if offset.is_none() || plan.deletions() > ctx.cap.planning_limit() {
+                break;
+            }
+        }
+        let mut note = format!("collection {name}: {before} points, {planned} past the TTL");
+        if let (Some(mongo), Some(grace_cutoff)) = (orphans, grace_cutoff) {
+            let (orphaned, without) = self
+                .plan_orphans(ctx, name, &target, mongo, grace_cutoff, plan)
+                .await?;
+            note.push_str(&format!(", {orphaned} orphans"));
+            if without > 0 {
+                note.push_str(&format!(
+                    " ({without} points past the grace have no document id: not orphan-checked)"
+                ));
+            }
+        }
+        plan.notes.push(note);
+        Ok(())
+    }
+
+    /// Plans the points in `[ttl_cutoff, grace_cutoff)` whose document is gone. Returns
+    /// (orphans planned, points without a document id).
+    async fn plan_orphans(
+        &self,
+        ctx: &SweepContext,
+        name: &str,
+        target: &Target,
+        mongo: &Mongo,
+        grace_cutoff: SystemTime,
+        plan: &mut Plan,
+    ) -> Result<(u64, u64), SweepError> {
+        let s = &self.settings;
+        let doc_field = s.orphan_field.as_deref().unwrap_or_default();
+        let window = Filter::must([timestamp::between(
+            &s.timestamp_field,
+            target.encoding,
+            Some(target.ttl_cutoff),
+            grace_cutoff,
+        )]);
+        let reason = format!(
+            "its document ({}.{} = {doc_field}) no longer exists; older than the {} grace",
+            s.orphan_collection,
+            s.orphan_ref_field,
+            humantime::format_duration(s.orphan_grace)
+        );
+        let (mut orphaned, mut without, mut offset) = (0u64, 0u64, None);
+        loop {
+            let (points, next) = self
+                .qdrant
+                .scroll(name, &window, &[doc_field], s.batch_size, offset)
+                .await?;
+            let (ids, missing) = self.unreferenced(mongo, points).await?;
+            without += missing;
+            orphaned += ids.len() as u64;
+            push(plan, name, &reason, ids)?;
+            offset = next;
+            if offset.is_none() || plan.deletions() > ctx.cap.planning_limit() {
+                break;
+            }
+        }
+        Ok((orphaned, without))
+    }
+
+    /// The ids of `points` whose document does not exist, and how many points hold no
+    /// document id. A MongoDB error is `ReferenceUnavailable`: nothing may be deleted.
+    async fn unreferenced(
+        &self,
+        mongo: &Mongo,
+        points: Vec<RetrievedPoint>,
+    ) -> Result<(Vec<String>, u64), SweepError> {
+        let s = &self.settings;
+        let doc_field = s.orphan_field.as_deref().unwrap_or_default();
+        let mut by_doc: HashMap<String, Vec<String>> = HashMap::new();
+        let mut without = 0u64;
+        for mut p in points {
+            let Some(id) = p.id.as_ref().and_then(id_text) else {
+                continue;
+            };
+            match doc_id(&mut p, doc_field) {
+                Some(doc) => by_doc.entry(doc).or_default().push(id),
+                None => without += 1,
+            }
+        }
+        let docs: Vec<String> = by_doc.keys().cloned().collect();
+        for chunk in docs.chunks(MONGO_IN_MAX) {
+            let existing = mongo
+                .existing_ids(&s.orphan_collection, &s.orphan_ref_field, chunk)
+                .await
+                .map_err(|e| SweepError::ReferenceUnavailable(e.to_string()))?;
+            for doc in existing {
+                by_doc.remove(&doc);
+            }
+        }
+        Ok((by_doc.into_values().flatten().collect(), without))
+    }
+
+    async fn apply_inner(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
+        let name = batch.target.as_str();
+        let target = self.targets().get(name).cloned().ok_or_else(|| {
+            SweepError::Refused(format!("collection {name} was not planned in this run"))
+        })?;
+        match self.apply_to(name, &target, batch).await {
+            Err(SweepError::Backend(BackendError::NotFound { .. })) => Ok(Applied {
+                skipped: batch.items.iter().map(|i| i.id.clone()).collect(),
+                notes: vec![format!("collection {name} disappeared during the run")],
+                ..Applied::default()
+            }),
+            other => {
+                tokio::select! {
+                    () = tokio::time::sleep(self.settings.batch_pause) => {}
+                    () = ctx.cancel.cancelled() => {}
+                }
+                other
+            }
+        }
+    }
+
+    async fn apply_to(
+        &self,
+        name: &str,
+        target: &Target,
+        batch: &Batch,
+    ) -> Result<Applied, SweepError> {
+        let s = &self.settings;
+        let field = &s.timestamp_field;
+        let ids: Vec<PointId> = batch.items.iter().map(|i| point_id(&i.id)).collect();
+        let planned = ids.len() as u64;
+        let batch_filter = || Filter::must([Condition::has_id(ids.clone())]);
+        let before = self.qdrant.count(name, Some(batch_filter())).await?;
+        // orphans are checked in MongoDB once more: a document written since planning
+        // saves its points
+        let mut orphans = Vec::new();
+        if let (Some(grace_cutoff), Some(doc_field), Some(mongo)) =
+            (target.grace_cutoff, &s.orphan_field, &self.mongo)
+        {
+            let window = Filter::must([
+                Condition::has_id(ids.clone()),
+                timestamp::between(
+                    field,
+                    target.encoding,
+                    Some(target.ttl_cutoff),
+                    grace_cutoff,
+                ),
+            ]);
+            let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1);
+            let (points, _) = self
+                .qdrant
+                .scroll(name, &window, &[doc_field], limit, None)
+                .await?;
+            orphans = self.unreferenced(mongo, points).await?.0;
+        }
+        let expired = Filter::must([
+            Condition::has_id(ids.clone()),
+            timestamp::between(field, target.encoding, None, target.ttl_cutoff),
+        ]);
+        self.delete(name, expired).await?;
+        if let Some(grace_cutoff) = target.grace_cutoff.filter(|_| !orphans.is_empty()) {
+            let orphaned = Filter::must([
+                Condition::has_id(orphans.iter().map(|o| point_id(o)).collect::<Vec<_>>()),
+                timestamp::between(field, target.encoding, None, grace_cutoff),
+            ]);
+            self.delete(name, orphaned).await?;
+        }
+        let after = self.qdrant.count(name, Some(batch_filter())).await?;
+        let mut applied = Applied {
+            deleted: before.saturating_sub(after),
+            ..Applied::default()
+        };
+        if after > 0 {
+            let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1);
+            let (left, _) = self
+                .qdrant
+                .scroll(name, &batch_filter(), &[], limit, None)
+                .await?;
+            applied.skipped = left
+                .iter()
+                .filter_map(|p| p.id.as_ref().and_then(id_text))
+                .collect();
+        }
+        if before < planned {
+            applied.notes.push(format!(
+                "{name}: {} planned points were already gone",
+                planned - before
+            ));
+        }
+        Ok(applied)
+    }
+
+    async fn delete(&self, name: &str, filter: Filter) -> Result<(), SweepError> {
+        self.qdrant
+            .call(|| {
+                let req = DeletePointsBuilder::new(name)
+                    .points(filter.clone())
+                    .wait(true);
+                self.qdrant.client().delete_points(req)
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_inner(&self, ctx: &SweepContext) -> Vec<String> {
+        let targets = self.targets().clone();
+        let mut notes = Vec::new();
+        for (name, t) in &targets {
+            match self.qdrant.count(name, None).await {
+                Ok(after) => notes.push(format!(
+                    "collection {name}: {} points before the run, {after} after ({} fewer; exact counts, the application may write meanwhile)",
+                    t.before,
+                    t.before as i64 - after as i64
+                )),
+                Err(e) => notes.push(format!("collection {name}: count after the run failed: {e}")),
+            }
+        }
+        if ctx.priority.is_some_and(|p| p.is_pressure()) {
+            match self.qdrant.measure(self.budget_points, &self.settings.timestamp_field, self.settings.timestamp_format, ctx.now).await {
+                Ok((usage, _)) if usage.total_items > self.budget_points => notes.push(format!(
+                    "points budget still exceeded by {} ({} points, MAX_QDRANT_POINTS={}) after the pressure TTL; live points are not deleted: raise the budget or shorten the TTL",
+                    usage.total_items - self.budget_points,
+                    usage.total_items,
+                    self.budget_points
+                )),
+                Ok((usage, _)) => notes.push(format!(
+                    "points within budget after the pressure TTL: {} of {}",
+                    usage.total_items, self.budget_points
+                )),
+                Err(e) => notes.push(format!("points budget check failed: {e}")),
+            }
+        }
+        notes
+    }
+}
+
+/// Spools `ids` of `collection` as one delete batch.
+fn push(
+    plan: &mut Plan,
+    collection: &str,
+    reason: &str,
+    ids: Vec<String>,
+) -> Result<(), SweepError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let batch = Batch {
+        target: collection.to_string(),
+        reason: reason.to_string(),
+        items: ids
+            .into_iter()
+            .map(|id| PlannedItem {
+                id,
+                action: Action::Delete,
+            })
+            .collect(),
+    };
+    plan.push(batch).map_err(SweepError::spool)
+}
+
+impl Sweeper for QdrantSweeper {
+    fn resource(&self) -> Resource {
+        Resource::Qdrant
+    }
+
+    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>> {
+        self.plan_inner(ctx).boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        batch: &'a Batch,
+        ctx: &'a SweepContext,
+    ) -> BoxFuture<'a, Result<Applied, SweepError>> {
+        self.apply_inner(batch, ctx).boxed()
+    }
+
+    fn finish<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Vec<String>> {
+        self.finish_inner(ctx).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn point_ids_round_trip_through_plan_text() {
+        for id in [
+            PointId::from(42u64),
+            PointId::from("0b9c6f1e-2f0a-4a53-9d8b-3c1e5a7f9e21".to_string()),
+        ] {
+            let text = id_text(&id).unwrap();
+            assert_eq!(point_id(&text), id);
+        }
+    }
+}
