@@ -448,7 +448,15 @@ class CollectionsService(Service, collections_grpc.CollectionsServicer):
         return pb.CollectionOperationResponse(result=self.storage.delete(request.collection_name))
 
 
+def point_id(i: Any) -> pb.PointId:
+    return pb.PointId(num=i) if isinstance(i, int) else pb.PointId(uuid=str(i))
+
+
 def record(r: Any) -> pb.RetrievedPoint:
+    if not r.payload and r.vector is None and r.order_value is None:
+        # ids only (the janitor's scrolls): built directly, as the real server's encoder
+        # would, instead of through the REST model and its validation
+        return pb.RetrievedPoint(id=point_id(r.id))
     vector = r.vector
     if isinstance(vector, dict):
         vector = {k: (rest.SparseVector(indices=v.indices, values=v.values)

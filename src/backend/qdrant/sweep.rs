@@ -428,8 +428,8 @@ impl QdrantSweeper {
         let field = &s.timestamp_field;
         let ids: Vec<PointId> = batch.items.iter().map(|i| point_id(&i.id)).collect();
         let planned = ids.len() as u64;
-        let batch_filter = || Filter::must([Condition::has_id(ids.clone())]);
-        let before = self.qdrant.count(name, Some(batch_filter())).await?;
+        // the collection's exact count is O(1) on the server, unlike a count over the id list
+        let before = self.qdrant.count(name, None).await?;
         // orphans are checked in MongoDB once more: a document written since planning
         // saves its points
         let mut orphans = Vec::new();
@@ -464,27 +464,30 @@ impl QdrantSweeper {
             ]);
             self.delete(name, orphaned).await?;
         }
-        let after = self.qdrant.count(name, Some(batch_filter())).await?;
+        let after = self.qdrant.count(name, None).await?;
         let mut applied = Applied {
             deleted: before.saturating_sub(after),
             ..Applied::default()
         };
-        if after > 0 {
+        if applied.deleted != planned {
+            // some points survived the server-side re-check, were already gone, or the
+            // application wrote meanwhile: the survivors are named from the id list
             let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1);
-            let (left, _) = self
-                .qdrant
-                .scroll(name, &batch_filter(), &[], limit, None)
-                .await?;
+            let batch = Filter::must([Condition::has_id(ids.clone())]);
+            let (left, _) = self.qdrant.scroll(name, &batch, &[], limit, None).await?;
             applied.skipped = left
                 .iter()
                 .filter_map(|p| p.id.as_ref().and_then(id_text))
                 .collect();
-        }
-        if before < planned {
-            applied.notes.push(format!(
-                "{name}: {} planned points were already gone",
-                planned - before
-            ));
+            let gone = planned - applied.skipped.len() as u64;
+            if gone != applied.deleted {
+                applied.notes.push(format!(
+                    "{name}: {gone} planned points are gone, the collection's count fell by {} \
+                     (the application wrote or deleted meanwhile, or points were already gone)",
+                    applied.deleted
+                ));
+                applied.deleted = gone;
+            }
         }
         Ok(applied)
     }
