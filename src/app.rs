@@ -22,6 +22,7 @@ use crate::backend::redis::sweep::RedisSweeper;
 use crate::backend::s3::sweep::S3Sweeper;
 use crate::backend::{mongo::Mongo, qdrant::Qdrant, redis::Redis, s3::S3};
 use crate::config::Settings;
+use crate::dedup::DedupIndex;
 use crate::engine::{Engine, RunRequest};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, Snapshot};
@@ -156,6 +157,8 @@ pub struct State {
     pub tracker: TaskTracker,
     /// Fires at shutdown.
     pub cancel: CancellationToken,
+    /// The SHA-256 dedup index (needs MongoDB).
+    pub dedup: Option<Arc<DedupIndex>>,
 }
 
 impl State {
@@ -178,6 +181,10 @@ impl State {
             "minio" => backends.s3.is_some(),
             _ => backends.mongo.is_some(),
         });
+        let dedup = backends.mongo.as_ref().map(|m| {
+            let timeout = settings.scheduling.backend_timeout;
+            Arc::new(DedupIndex::new(m, settings.dedup.clone(), timeout))
+        });
         Ok(Arc::new(State {
             queue: Mutex::new(CleanupQueue::new(settings.scheduling.queue_capacity)),
             settings,
@@ -190,6 +197,7 @@ impl State {
             started: AtomicBool::new(false),
             tracker: TaskTracker::new(),
             cancel,
+            dedup,
         }))
     }
 
@@ -272,6 +280,13 @@ pub async fn run(
     };
     let tracker = state.tracker.clone();
     let cancel = state.cancel.clone();
+    if let Some(dedup) = state.dedup.clone() {
+        // checked (or created) once at startup; a register re-checks while it is not present
+        tracker.spawn(async move {
+            let status = dedup.ensure_index().await;
+            tracing::info!(status = ?status, "dedup unique index");
+        });
+    }
     tracker.spawn(worker::run(
         Monitor::new(state.clone()),
         state.workers.clone(),

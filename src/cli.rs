@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, Backends, StartError, State};
 use crate::config::{self, ConfigError, Settings, Sources, vars};
+use crate::dedup::scan;
 use crate::engine::RunRequest;
 use crate::logging::{self, Target};
 use crate::plan::{Action, Plan};
@@ -54,6 +55,12 @@ pub enum Command {
     },
     /// Validate the config and ping every configured backend.
     Check,
+    /// The SHA-256 dedup index.
+    Dedup {
+        /// What to do.
+        #[command(subcommand)]
+        action: DedupAction,
+    },
     /// Configuration commands.
     Config {
         /// What to do with it.
@@ -68,6 +75,21 @@ pub enum ConfigAction {
     /// Print the effective configuration, secrets masked.
     Show {
         /// Print JSON instead of KEY=VALUE lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `janitor dedup ...`.
+#[derive(Debug, Subcommand)]
+pub enum DedupAction {
+    /// Hash every object of the bucket and report groups of identical content and the bytes
+    /// dedup would reclaim. Deletes nothing.
+    Scan {
+        /// Only objects under this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -137,6 +159,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Check => {
             logging::init(settings.log_format, Target::Stderr, "warn");
             check(&settings).await
+        }
+        Command::Dedup {
+            action: DedupAction::Scan { prefix, json },
+        } => {
+            logging::init(settings.log_format, Target::Stderr, "warn");
+            dedup_scan(&settings, &prefix, json).await
         }
         Command::Config {
             action: ConfigAction::Show { json },
@@ -305,6 +333,58 @@ async fn check(settings: &Settings) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn dedup_scan(settings: &Settings, prefix: &str, json: bool) -> Result<ExitCode, CliError> {
+    let Some(conn) = &settings.s3 else {
+        eprintln!("config error: S3_ENDPOINT and S3_BUCKET are needed to scan a bucket");
+        return Ok(ExitCode::from(78));
+    };
+    let s3 = crate::backend::s3::S3::connect(conn, settings.scheduling.backend_timeout);
+    let d = &settings.dedup;
+    let report = match scan::scan(&s3, prefix, d.owner_segment, d.scan_concurrency).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("scan failed: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    writeln!(
+        out,
+        "{} objects ({:.1} MB); {} share a size with another and were hashed ({:.1} MB)",
+        report.objects,
+        mb(report.bytes),
+        report.hashed_objects,
+        mb(report.hashed_bytes)
+    )?;
+    for g in &report.groups {
+        let owner = g.owner.as_deref().unwrap_or("(bucket)");
+        writeln!(
+            out,
+            "\n{} copies of {} bytes, owner {owner}, sha256 {}",
+            g.keys.len(),
+            g.size,
+            g.sha256
+        )?;
+        for key in &g.keys {
+            writeln!(out, "  {key}")?;
+        }
+    }
+    writeln!(
+        out,
+        "\n{} groups; keeping one copy each would reclaim {} bytes ({:.1} MB)",
+        report.groups.len(),
+        report.reclaimable_bytes,
+        mb(report.reclaimable_bytes)
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn show(raw: &config::RawConfig, json: bool) -> Result<(), CliError> {

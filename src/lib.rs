@@ -9,6 +9,7 @@
 //! - [`runs`]: the record of each run; [`metrics`]: Prometheus.
 //! - [`queue`]: the bounded priority queue of cleanup tasks; [`monitor`] feeds it.
 //! - [`worker`]: the loops' runtime: status, backoff, load-driven intervals.
+//! - [`dedup`]: the SHA-256 dedup index (streamed hashing, race-free register, bucket scan).
 //! - [`app`]: shared state and wiring; [`api`]: the admin HTTP API.
 //! - [`cli`], [`logging`], [`shutdown`]: the process around it.
 //! - [`secret`], [`time`]: values that never print; RFC 3339 and ages.
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod dedup;
 pub mod engine;
 pub mod logging;
 pub mod metrics;

@@ -62,6 +62,9 @@ pub struct Metrics {
     qdrant_indexed_vectors: Family<CollectionLabel, Gauge>,
     qdrant_timestamp_indexed: Family<CollectionLabel, Gauge>,
     qdrant_oldest: Family<CollectionLabel, Gauge>,
+    dedup_checks: Counter,
+    dedup_duplicates: Counter,
+    dedup_bytes_hashed: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,7 +112,25 @@ impl Metrics {
             qdrant_indexed_vectors: Family::default(),
             qdrant_timestamp_indexed: Family::default(),
             qdrant_oldest: Family::default(),
+            dedup_checks: Counter::default(),
+            dedup_duplicates: Counter::default(),
+            dedup_bytes_hashed: Counter::default(),
         };
+        r.register(
+            "janitor_dedup_checks",
+            "Dedup checks and lookups answered",
+            m.dedup_checks.clone(),
+        );
+        r.register(
+            "janitor_dedup_duplicates",
+            "Dedup checks and lookups that found a duplicate",
+            m.dedup_duplicates.clone(),
+        );
+        r.register(
+            "janitor_dedup_bytes_hashed",
+            "Bytes hashed by POST /api/dedup/check",
+            m.dedup_bytes_hashed.clone(),
+        );
         r.register(
             "janitor_qdrant_points",
             "Points per Qdrant collection (the server's count)",
@@ -335,6 +356,13 @@ impl Metrics {
                 self.qdrant_oldest.get_or_create(&l).set(n(age.as_secs()));
             }
         }
+    }
+
+    /// A dedup check or lookup: `hashed` bytes read, whether a duplicate was found.
+    pub fn record_dedup(&self, hashed: u64, duplicate: bool) {
+        self.dedup_checks.inc();
+        self.dedup_duplicates.inc_by(u64::from(duplicate));
+        self.dedup_bytes_hashed.inc_by(hashed);
     }
 
     /// The text exposition format.

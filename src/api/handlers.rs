@@ -43,12 +43,16 @@ pub async fn readyz(Extract(api): Extract<Api>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
+    let mut body = json!({
         "ready": started,
         "config": "loaded",
         "workers_started": started,
         "backends": backends,
     });
+    if let Some(dedup) = &api.state.dedup {
+        // registers need the unique index: say so when it is missing or blocked
+        body["dedup_index"] = json!(dedup.status());
+    }
     (status, Json(body)).into_response()
 }
 
@@ -146,13 +150,13 @@ pub async fn cleanup(
     }
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge
+            ApiError::TooLarge(MAX_BODY as u64)
         } else {
             ApiError::BadRequest(r.body_text())
         }
     })?;
     if body.len() > MAX_BODY {
-        return Err(ApiError::TooLarge);
+        return Err(ApiError::TooLarge(MAX_BODY as u64));
     }
     let request: CleanupBody = if body.iter().all(u8::is_ascii_whitespace) {
         CleanupBody {

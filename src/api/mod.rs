@@ -6,6 +6,7 @@
 //! daemon that was never given one cannot be made to delete by anyone who reaches its port.
 //! Every error is JSON: `{"error": {"code": ..., "message": ...}}`.
 
+mod dedup;
 mod handlers;
 pub mod openapi;
 mod ratelimit;
@@ -42,12 +43,18 @@ pub enum ApiError {
     /// 404.
     #[error("no such endpoint")]
     NotFound,
-    /// 413.
-    #[error("request body larger than {MAX_BODY} bytes")]
-    TooLarge,
+    /// 404 for a named thing that does not exist.
+    #[error("{0}")]
+    Missing(String),
+    /// 413, with the limit. The rest of the body is not read: the connection is closed.
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
     /// 422.
     #[error("{0}")]
     Unprocessable(String),
+    /// 503: a backend the answer depends on is unavailable (never answered as a "no").
+    #[error("{0}")]
+    Unavailable(String),
     /// 429, with the seconds to wait.
     #[error("rate limit exceeded: retry in {0} s")]
     RateLimited(u64),
@@ -60,7 +67,9 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Missing(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }
@@ -76,6 +85,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             response
@@ -104,6 +118,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/resources/runs"),
     ("GET", "/api/workers"),
     ("GET", "/api/openapi.json"),
+    ("POST", "/api/dedup/check"),
+    ("POST", "/api/dedup/lookup"),
+    ("POST", "/api/dedup/register"),
 ];
 
 /// The router.
@@ -123,6 +140,19 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/api/resources/runs", get(handlers::runs))
         .route("/api/workers", get(handlers::workers))
         .route("/api/openapi.json", get(handlers::openapi))
+        // streamed and limited by JANITOR_DEDUP_MAX_BYTES in the handler
+        .route(
+            "/api/dedup/check",
+            post(dedup::check).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/dedup/lookup",
+            post(dedup::lookup).layer(DefaultBodyLimit::max(MAX_BODY)),
+        )
+        .route(
+            "/api/dedup/register",
+            post(dedup::register).layer(DefaultBodyLimit::max(MAX_BODY)),
+        )
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
         .route("/healthz", get(handlers::healthz))

@@ -7,6 +7,7 @@
 //! bad one becomes a [`ConfigError`] naming the variable, the value and what was expected,
 //! which `main` prints on one line before exiting with 78 (EX_CONFIG).
 
+mod dedup;
 mod reader;
 mod settings;
 mod sweepers;
@@ -19,6 +20,7 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::Value;
 
+pub use dedup::*;
 pub use settings::*;
 pub use sweepers::*;
 

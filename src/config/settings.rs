@@ -50,6 +50,8 @@ pub struct Settings {
     pub s3_sweep: super::sweepers::S3Sweep,
     /// The Qdrant sweeper.
     pub qdrant_sweep: super::sweepers::QdrantSweep,
+    /// The SHA-256 dedup index.
+    pub dedup: super::dedup::Dedup,
 }
 
 /// TTLs per sweepable resource.
@@ -412,6 +414,7 @@ impl Settings {
             redis_sweep: super::sweepers::redis_sweep(&r, ttl[0], allow_short_ttl)?,
             s3_sweep: super::sweepers::s3_sweep(&r, allow_short_ttl)?,
             qdrant_sweep: super::sweepers::qdrant_sweep(&r, allow_short_ttl)?,
+            dedup: super::dedup::dedup(&r)?,
         })
     }
 

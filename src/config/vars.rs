@@ -320,6 +320,52 @@ pub const VARS: &[Var] = &[
         "1",
         "Points younger than this are never orphan-deleted (their document may not be written yet).",
     ),
+    // dedup index
+    var(
+        "JANITOR_DEDUP_MAX_BYTES",
+        "5368709120",
+        "Largest file POST /api/dedup/check hashes (bytes); larger bodies get 413 unread.",
+    ),
+    var(
+        "JANITOR_DEDUP_COLLECTION",
+        "documents",
+        "MongoDB collection holding the hashes (the documents, or a dedup collection of its own).",
+    ),
+    var(
+        "JANITOR_DEDUP_USER_FIELD",
+        "user_id",
+        "Field holding the user id.",
+    ),
+    var(
+        "JANITOR_DEDUP_HASH_FIELD",
+        "metadata.file_hash",
+        "Field holding the SHA-256 (hex).",
+    ),
+    var(
+        "JANITOR_DEDUP_INDEX_NAME",
+        "dedup_user_file_hash",
+        "Name of the unique index on (user field, hash field).",
+    ),
+    var(
+        "JANITOR_DEDUP_REGISTER",
+        "document",
+        "document: register sets the hash on the document (by _id); insert: it inserts a record {user, hash, document_id, object_key}.",
+    ),
+    var(
+        "JANITOR_DEDUP_CREATE_INDEX",
+        "false",
+        "Create the unique index at startup (duplicates that block it are reported).",
+    ),
+    var(
+        "JANITOR_DEDUP_OWNER_SEGMENT",
+        "",
+        "For `janitor dedup scan`: the path segment of an object key naming its owner (1 for uploads/<user>/...); empty: per bucket.",
+    ),
+    var(
+        "JANITOR_DEDUP_SCAN_CONCURRENCY",
+        "8",
+        "Objects `janitor dedup scan` downloads and hashes at once.",
+    ),
     // scheduling
     var(
         "JANITOR_QUEUE_CAPACITY",

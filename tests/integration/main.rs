@@ -5,6 +5,7 @@ mod support;
 
 mod daemon;
 mod daemon_runs;
+mod dedup;
 mod qdrant_sweep;
 mod redis_sweep;
 mod s3_sweep;
