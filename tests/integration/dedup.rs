@@ -202,9 +202,16 @@ async fn check_lookup_register_race_limits_and_mongodb_down() {
     let (winner, loser) = if b.0 == 201 { (b, c) } else { (c, b) };
     assert_eq!(loser.1["document_id"], winner.1["document_id"]);
     // the loser trying again is told the same
-    let loser_doc = if winner.1["document_id"] == "doc-b" { "doc-c" } else { "doc-b" };
+    let loser_doc = if winner.1["document_id"] == "doc-b" {
+        "doc-c"
+    } else {
+        "doc-b"
+    };
     let again = post_json(&d, "/api/dedup/register", reg(loser_doc)).await;
-    assert_eq!((again.0, &again.1["document_id"]), (409, &winner.1["document_id"]));
+    assert_eq!(
+        (again.0, &again.1["document_id"]),
+        (409, &winner.1["document_id"])
+    );
     let unknown = json!({ "user_id": "u1", "sha256": sha(b"x"), "document_id": "nope" });
     assert_eq!(post_json(&d, "/api/dedup/register", unknown).await.0, 404);
 
