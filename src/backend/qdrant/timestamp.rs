@@ -131,10 +131,17 @@ pub fn between(
                 Encoding::Millis => unix(t).as_millis() as f64,
                 _ => unix(t).as_secs_f64(),
             };
+            // a collection detected as milliseconds may still hold some values in seconds:
+            // those are far below any millisecond cutoff and would read as ancient, so the
+            // range never reaches below 10^11 (fail closed: they are left alone)
+            let floor = (encoding == Encoding::Millis).then_some(MILLIS_FROM);
             Condition::range(
                 field,
                 Range {
-                    gte: from.map(n),
+                    gte: match (from.map(n), floor) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    },
                     lt: Some(n(until)),
                     ..Default::default()
                 },
@@ -198,6 +205,19 @@ mod tests {
         assert!(resolve(Rfc3339, numeric, &int(1_700_000_000)).is_err());
         assert!(resolve(Auto, Some(IndexKind::Unsuitable("Keyword")), &text("x")).is_err());
         assert!(resolve(Auto, None, &Value::from(true)).is_err());
+    }
+
+    #[test]
+    fn millisecond_ranges_never_take_values_in_seconds_for_ancient() {
+        use qdrant_client::qdrant::condition::ConditionOneOf;
+        let until = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let range = |e: Encoding| match between("t", e, None, until).condition_one_of {
+            Some(ConditionOneOf::Field(f)) => f.range.unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(range(Encoding::Millis).gte, Some(MILLIS_FROM));
+        assert_eq!(range(Encoding::Millis).lt, Some(1_700_000_000_000.0));
+        assert_eq!(range(Encoding::Seconds).gte, None);
     }
 
     #[test]
