@@ -13,38 +13,27 @@ use qdrant_client::qdrant::{
 };
 use resource_janitor::app::State;
 use resource_janitor::backend::qdrant::sweep::QdrantSweeper;
-use resource_janitor::config::{Settings, Sources, load};
+use resource_janitor::config::Settings;
 use resource_janitor::engine::RunRequest;
 use resource_janitor::resource::{Priority, Resource};
 use resource_janitor::runs::{Outcome, RunRecord, Trigger};
 use resource_janitor::sweep::Sweeper;
 
 use crate::require_services;
-use crate::support::process;
+use crate::support::{self, process};
 use crate::support::{Namespace, Services};
 
 const HOUR: u64 = 3600;
 
 fn settings(url: &str, audit: &std::path::Path, extra: &[(&str, &str)]) -> Arc<Settings> {
-    let mut environment: Vec<(String, String)> = [
+    let base = [
         ("QDRANT_URL", url),
         ("JANITOR_MAX_DELETE_FRACTION", "1"),
         ("JANITOR_BACKEND_TIMEOUT_SECONDS", "5"),
         ("JANITOR_QDRANT_BATCH_SIZE", "7"),
         ("JANITOR_QDRANT_BATCH_PAUSE_MS", "0"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    environment.push(("JANITOR_AUDIT_LOG".into(), audit.display().to_string()));
-    environment.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Arc::new(
-        load(&Sources {
-            environment,
-            ..Sources::default()
-        })
-        .unwrap(),
-    )
+    ];
+    support::settings(&base, audit, extra)
 }
 
 /// How a test point stores its creation time.

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_s3::primitives::ByteStream;
 use mongodb::bson::{Document, doc};
 use resource_janitor::app::State;
-use resource_janitor::config::{Settings, Sources, load};
+use resource_janitor::config::Settings;
 use resource_janitor::engine::RunRequest;
 use resource_janitor::resource::Resource;
 use resource_janitor::runs::{Outcome, Trigger};
@@ -16,6 +16,7 @@ use resource_janitor::sweep::Sweeper;
 
 use crate::require_services;
 use crate::smoke::s3_client;
+use crate::support;
 use crate::support::process::{self, Server};
 use crate::support::{Namespace, Services};
 
@@ -37,7 +38,7 @@ fn settings(
     audit: &std::path::Path,
     extra: &[(&str, &str)],
 ) -> Arc<Settings> {
-    let mut environment: Vec<(String, String)> = [
+    let base = [
         ("S3_ENDPOINT", garage.info["endpoint"].as_str()),
         ("S3_BUCKET", garage.info["bucket"].as_str()),
         ("AWS_ACCESS_KEY_ID", garage.info["access_key"].as_str()),
@@ -50,19 +51,8 @@ fn settings(
         ("JANITOR_S3_REF_FIELDS", "minio_key,minio_path"),
         ("JANITOR_MAX_DELETE_FRACTION", "1"),
         ("JANITOR_BACKEND_TIMEOUT_SECONDS", "3"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    environment.push(("JANITOR_AUDIT_LOG".into(), audit.display().to_string()));
-    environment.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Arc::new(
-        load(&Sources {
-            environment,
-            ..Sources::default()
-        })
-        .unwrap(),
-    )
+    ];
+    support::settings(&base, audit, extra)
 }
 
 async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, len: usize) {

@@ -162,3 +162,22 @@ impl Namespace {
         format!("{}_{suffix}", self.id.replace('-', "_"))
     }
 }
+
+/// Validated settings from `pairs`, with the audit log at `audit` and `extra` on top.
+pub fn settings(
+    pairs: &[(&str, &str)],
+    audit: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> std::sync::Arc<resource_janitor::config::Settings> {
+    let mut environment: Vec<(String, String)> = pairs
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    environment.push(("JANITOR_AUDIT_LOG".into(), audit.display().to_string()));
+    let sources = resource_janitor::config::Sources {
+        environment,
+        ..Default::default()
+    };
+    std::sync::Arc::new(resource_janitor::config::load(&sources).unwrap())
+}
