@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alert::Alerts;
 use crate::audit::{AuditError, AuditLog};
 use crate::backend::BackendError;
 use crate::backend::qdrant::sweep::QdrantSweeper;
@@ -24,12 +25,14 @@ use crate::backend::{mongo::Mongo, qdrant::Qdrant, redis::Redis, s3::S3};
 use crate::config::Settings;
 use crate::dedup::DedupIndex;
 use crate::engine::{Engine, RunRequest};
+use crate::leader::{Leadership, LeaseWorker, Role};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, Snapshot};
 use crate::queue::CleanupQueue;
 use crate::resource::{Priority, Resource};
 use crate::runs::{Outcome, Trigger};
 use crate::sweep::Sweeper;
+use crate::systemd::Notifier;
 use crate::worker::{self, Registry, Schedule, Worker};
 
 /// Why the daemon could not start.
@@ -126,6 +129,14 @@ impl Backends {
     }
 }
 
+/// The serde name of a unit enum value (`busy`, `standby`).
+fn json_name(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 async fn opt<T>(f: Option<impl Future<Output = T>>) -> Option<T> {
     match f {
         Some(f) => Some(f.await),
@@ -159,22 +170,43 @@ pub struct State {
     pub cancel: CancellationToken,
     /// The SHA-256 dedup index (needs MongoDB).
     pub dedup: Option<Arc<DedupIndex>>,
+    /// The leader lease, when replicas elect one sweeper.
+    pub leadership: Option<Arc<Leadership>>,
+    /// The alert channel.
+    pub alerts: Alerts,
 }
 
 impl State {
     /// Builds the state: backend clients, audit log, engine.
     pub async fn new(settings: Arc<Settings>) -> Result<Arc<Self>, StartError> {
+        let alerts = Alerts::log_only(&settings.alerts, &settings.leader.instance);
+        Self::with_alerts(settings, alerts).await
+    }
+
+    /// The state, raising alerts through `alerts`.
+    pub async fn with_alerts(
+        settings: Arc<Settings>,
+        alerts: Alerts,
+    ) -> Result<Arc<Self>, StartError> {
         let backends = Backends::new(&settings).await?;
         let audit = Arc::new(AuditLog::open(&settings.safety.audit_log)?);
         let metrics = Metrics::new();
         let cancel = CancellationToken::new();
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             settings.clone(),
             backends.sweepers(&settings, &metrics),
             audit,
             metrics.clone(),
             cancel.clone(),
-        );
+        )
+        .with_alerts(alerts.clone());
+        let leadership = match (&backends.redis, settings.leader.enabled) {
+            (Some(redis), true) => Some(Arc::new(Leadership::new(redis.clone(), &settings.leader))),
+            _ => None,
+        };
+        if let Some(lease) = &leadership {
+            engine = engine.with_fence(lease.clone());
+        }
         let snapshot = Snapshot::new(|key| match key {
             "redis" => backends.redis.is_some(),
             "qdrant" => backends.qdrant.is_some(),
@@ -198,7 +230,56 @@ impl State {
             tracker: TaskTracker::new(),
             cancel,
             dedup,
+            leadership,
+            alerts,
         }))
+    }
+
+    /// Whether this replica may sweep: it holds the lease, or there is no election.
+    pub fn may_sweep(&self) -> bool {
+        self.leadership.as_ref().is_none_or(|l| l.is_leader())
+    }
+
+    /// `leader` or `standby` (always `leader` without an election).
+    pub fn role(&self) -> Role {
+        if self.may_sweep() {
+            Role::Leader
+        } else {
+            Role::Standby
+        }
+    }
+
+    /// One line for systemd's STATUS=: role, each worker's state, each store's priority.
+    pub fn status_line(&self) -> String {
+        let workers: Vec<String> = self
+            .workers
+            .snapshot()
+            .iter()
+            .map(|w| format!("{} {}", w.name, json_name(&w.state)))
+            .collect();
+        let stores: Vec<String> = self
+            .snapshot
+            .all()
+            .iter()
+            .filter_map(|(k, s)| {
+                let u = s.usage.as_ref()?;
+                Some(format!(
+                    "{k} {:.0}% {}",
+                    u.usage_fraction * 100.0,
+                    s.priority
+                ))
+            })
+            .collect();
+        format!(
+            "{}; {}; {}",
+            json_name(&self.role()),
+            workers.join(", "),
+            if stores.is_empty() {
+                "not measured yet".to_string()
+            } else {
+                stores.join(", ")
+            }
+        )
     }
 
     /// The queue, locked.
@@ -226,6 +307,10 @@ impl Worker for SweepLoop {
         self.state.snapshot.priority(self.resource)
     }
 
+    fn standby(&self) -> bool {
+        !self.state.may_sweep()
+    }
+
     async fn work(&mut self, _cancel: &CancellationToken) -> Result<String, String> {
         // under pressure the loop itself uses the pressure TTL
         let priority = Some(self.pressure()).filter(|p| p.is_pressure());
@@ -251,7 +336,9 @@ impl Worker for SweepLoop {
             summary.push_str(w);
         }
         match r.outcome {
-            Outcome::Succeeded | Outcome::DryRun | Outcome::Cancelled => Ok(summary),
+            Outcome::Succeeded | Outcome::DryRun | Outcome::Cancelled | Outcome::NotLeader => {
+                Ok(summary)
+            }
             _ => Err(format!("{summary}: {}", r.message.unwrap_or_default())),
         }
     }
@@ -263,7 +350,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let state = State::new(settings.clone()).await?;
+    let notifier = Arc::new(Notifier::from_env());
+    let alerts_cancel = CancellationToken::new();
+    let (alerts, delivery) = Alerts::start(
+        &settings.alerts,
+        &settings.leader.instance,
+        settings.scheduling.backend_timeout,
+        alerts_cancel.clone(),
+    );
+    let delivery = delivery.map(tokio::spawn);
+    let state = State::with_alerts(settings.clone(), alerts).await?;
     for (name, enabled) in [
         ("redis", state.backends.redis.is_some()),
         ("qdrant", state.backends.qdrant.is_some()),
@@ -286,6 +382,17 @@ pub async fn run(
             let status = dedup.ensure_index().await;
             tracing::info!(status = ?status, "dedup unique index");
         });
+    }
+    if let Some(lease) = state.leadership.clone() {
+        let wake = state.wake.clone();
+        let elected = move || wake.iter().for_each(|w| w.notify_one());
+        tracker.spawn(worker::run(
+            LeaseWorker::new(lease, elected),
+            state.workers.clone(),
+            schedule,
+            Arc::new(Notify::new()),
+            cancel.clone(),
+        ));
     }
     tracker.spawn(worker::run(
         Monitor::new(state.clone()),
@@ -318,10 +425,18 @@ pub async fn run(
             .await
     });
     state.started.store(true, Ordering::SeqCst);
-    tracing::info!(addr = %settings.admin.addr, "janitor started");
+    tracing::info!(addr = %settings.admin.addr, instance = %settings.leader.instance, "janitor started");
+    notifier.ready(&state.status_line());
+    let (watchdog, watchdog_state) = (notifier.clone(), state.clone());
+    let watchdog_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let status = move || watchdog_state.status_line();
+        watchdog.watchdog_loop(status, watchdog_cancel).await;
+    });
 
     shutdown.await;
     tracing::info!("shutting down: finishing current batches");
+    notifier.stopping();
     cancel.cancel();
     tracker.close();
     let deadline = settings.shutdown_timeout;
@@ -332,6 +447,13 @@ pub async fn run(
         tracing::warn!(timeout = ?deadline, "workers still busy at the shutdown deadline; exiting");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    if let Some(lease) = &state.leadership {
+        lease.release().await;
+    }
+    alerts_cancel.cancel();
+    if let Some(delivery) = delivery {
+        let _ = tokio::time::timeout(Duration::from_secs(2), delivery).await;
+    }
     if let Err(e) = state.engine.audit().sync() {
         tracing::error!(error = %e, "audit log sync failed");
     }

@@ -11,8 +11,10 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::{Alerts, Severity};
 use crate::audit::{AuditLog, AuditRecord};
 use crate::config::Settings;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::plan::{Cap, Plan};
 use crate::resource::{Priority, Resource};
@@ -53,6 +55,8 @@ pub struct Engine {
     runs: RunLog,
     metrics: Metrics,
     cancel: CancellationToken,
+    fence: Option<Arc<Leadership>>,
+    alerts: Option<Alerts>,
 }
 
 impl Engine {
@@ -77,7 +81,21 @@ impl Engine {
             runs: RunLog::default(),
             metrics,
             cancel,
+            fence: None,
+            alerts: None,
         }
+    }
+
+    /// Raises an alert for every run aborted by the cap or failed closed.
+    pub fn with_alerts(mut self, alerts: Alerts) -> Self {
+        self.alerts = Some(alerts);
+        self
+    }
+
+    /// Only sweeps while `leadership` holds the lease, and confirms it before every batch.
+    pub fn with_fence(mut self, leadership: Arc<Leadership>) -> Self {
+        self.fence = Some(leadership);
+        self
     }
 
     /// Whether `resource` has a sweeper (its backend is configured).
@@ -146,6 +164,18 @@ impl Engine {
                 record.message = Some(format!("{} is not configured", req.resource));
                 None
             }
+            Some(_) if !record.dry_run && self.fence.as_ref().is_some_and(|f| !f.is_leader()) => {
+                record.outcome = Outcome::NotLeader;
+                record.message = Some(format!(
+                    "standby: the leader lease is held by {}",
+                    self.fence
+                        .as_ref()
+                        .and_then(|f| f.holder())
+                        .as_deref()
+                        .unwrap_or("nobody")
+                ));
+                None
+            }
             Some(sweeper) => {
                 self.plan_and_apply(sweeper.as_ref(), &ctx, &mut record)
                     .await
@@ -200,6 +230,14 @@ impl Engine {
                 record.outcome = Outcome::Cancelled;
                 record.message = Some("shutdown: remaining batches not applied".into());
                 break;
+            }
+            if let (Some(fence), false) = (&self.fence, record.dry_run) {
+                // a replica paused past its lease must not delete what the new leader plans
+                if let Err(message) = fence.confirm().await {
+                    record.outcome = Outcome::NotLeader;
+                    record.message = Some(message);
+                    break;
+                }
             }
             let (failed, skipped) = if record.dry_run {
                 (Vec::new(), Vec::new())
@@ -265,6 +303,25 @@ impl Engine {
                 secs = r.duration_secs, message = r.message.as_deref().unwrap_or_default(),
                 "sweep finished"
             ),
+        }
+        if let Some(alerts) = &self.alerts {
+            let message = r.message.as_deref().unwrap_or_default();
+            match r.outcome {
+                Outcome::AbortedCap => alerts.raise(
+                    &format!("run_aborted_cap:{name}"),
+                    Severity::Critical,
+                    &format!(
+                        "{name} sweep {} aborted by the deletion cap: {message}",
+                        r.id
+                    ),
+                ),
+                Outcome::FailedClosed => alerts.raise(
+                    &format!("run_failed_closed:{name}"),
+                    Severity::Warning,
+                    &format!("{name} sweep {} failed closed: {message}", r.id),
+                ),
+                _ => false,
+            };
         }
         self.runs.push(r.clone());
     }

@@ -10,6 +10,9 @@
 //! - [`queue`]: the bounded priority queue of cleanup tasks; [`monitor`] feeds it.
 //! - [`worker`]: the loops' runtime: status, backoff, load-driven intervals.
 //! - [`dedup`]: the SHA-256 dedup index (streamed hashing, race-free register, bucket scan).
+//! - [`leader`]: the leader lease that lets several replicas run with one sweeper.
+//! - [`alert`]: the alert webhook with a cooldown per key; [`systemd`]: readiness, status
+//!   and the watchdog for a `Type=notify` unit.
 //! - [`app`]: shared state and wiring; [`api`]: the admin HTTP API.
 //! - [`cli`], [`logging`], [`shutdown`]: the process around it.
 //! - [`secret`], [`time`]: values that never print; RFC 3339 and ages.
@@ -17,6 +20,7 @@
 //! `main.rs` only parses the command line and maps errors to exit codes.
 #![warn(missing_docs)]
 
+pub mod alert;
 pub mod api;
 pub mod app;
 pub mod audit;
@@ -25,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod dedup;
 pub mod engine;
+pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;
@@ -35,5 +40,6 @@ pub mod runs;
 pub mod secret;
 pub mod shutdown;
 pub mod sweep;
+pub mod systemd;
 pub mod time;
 pub mod worker;

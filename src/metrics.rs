@@ -52,6 +52,7 @@ pub struct Metrics {
     duration: Family<ResourceLabel, Histogram>,
     emergency: Family<ResourceLabel, Counter>,
     queue_size: Gauge,
+    leader: Gauge,
     worker_state: Family<WorkerLabels, Gauge>,
     worker_failures: Family<ResourceLabel, Gauge>,
     redis_without_ttl: Family<PatternLabel, Gauge>,
@@ -102,6 +103,7 @@ impl Metrics {
             }),
             emergency: Family::default(),
             queue_size: Gauge::default(),
+            leader: Gauge::default(),
             worker_state: Family::default(),
             worker_failures: Family::default(),
             redis_without_ttl: Family::default(),
@@ -204,6 +206,11 @@ impl Metrics {
             m.queue_size.clone(),
         );
         r.register(
+            "janitor_leader",
+            "1 while this replica sweeps (holds the leader lease, or no election), 0 on standby",
+            m.leader.clone(),
+        );
+        r.register(
             "janitor_worker_state",
             "1 for the state each worker is in",
             m.worker_state.clone(),
@@ -284,6 +291,11 @@ impl Metrics {
         self.emergency.get_or_create(&Self::label(resource)).inc();
     }
 
+    /// Whether this replica may sweep (holds the leader lease, or there is no election).
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
     /// The queue's size.
     pub fn set_queue_size(&self, n: usize) {
         self.queue_size.set(n as i64);
@@ -292,7 +304,7 @@ impl Metrics {
     /// Worker states (one series per worker and state, 1 for the current one).
     pub fn record_workers(&self, workers: &[WorkerStatus]) {
         for w in workers {
-            for state in ["busy", "idle", "throttled", "failed"] {
+            for state in ["busy", "idle", "throttled", "failed", "standby"] {
                 let current = serde_json::to_value(w.state).ok();
                 let on = current.as_ref().and_then(|v| v.as_str()) == Some(state);
                 self.worker_state

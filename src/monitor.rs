@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::Severity;
 use crate::app::State;
 use crate::backend::BackendError;
 use crate::engine::RunRequest;
@@ -201,6 +202,47 @@ impl Monitor {
         self.state.metrics.set_queue_size(queue.len());
     }
 
+    /// Alerts on stores at CRITICAL and on workers failing again and again (each key at
+    /// most once per cooldown).
+    fn alert(&self, workers: &[crate::worker::WorkerStatus]) {
+        let alerts = &self.state.alerts;
+        for (key, s) in self.state.snapshot.all() {
+            if let (Some(u), Priority::Critical) = (&s.usage, s.priority) {
+                let message = format!(
+                    "{key} usage {:.1}% is CRITICAL{}",
+                    u.usage_fraction * 100.0,
+                    if self.state.may_sweep() {
+                        ": emergency cleanup running"
+                    } else {
+                        ""
+                    }
+                );
+                alerts.raise(
+                    &format!("usage_critical:{key}"),
+                    Severity::Critical,
+                    &message,
+                );
+            }
+        }
+        let threshold = self.state.settings.alerts.worker_failures;
+        for w in workers
+            .iter()
+            .filter(|w| w.consecutive_failures >= threshold)
+        {
+            let message = format!(
+                "worker {} failed {} times in a row: {}",
+                w.name,
+                w.consecutive_failures,
+                w.last_error.as_deref().unwrap_or("no error recorded")
+            );
+            alerts.raise(
+                &format!("worker_failing:{}", w.name),
+                Severity::Warning,
+                &message,
+            );
+        }
+    }
+
     /// Starts the runs for CRITICAL tasks and up to `tasks_per_cycle` others.
     fn dispatch(&self) -> usize {
         let mut started = 0;
@@ -248,11 +290,18 @@ impl Worker for Monitor {
     async fn work(&mut self, _cancel: &CancellationToken) -> Result<String, String> {
         let now = SystemTime::now();
         let (ok, failed) = self.measure_all(now).await;
-        self.schedule(now);
-        let started = self.dispatch();
-        self.state
-            .metrics
-            .record_workers(&self.state.workers.snapshot());
+        // every replica measures; only the leader queues and runs cleanups
+        let leader = self.state.may_sweep();
+        let started = if leader {
+            self.schedule(now);
+            self.dispatch()
+        } else {
+            0
+        };
+        let workers = self.state.workers.snapshot();
+        self.state.metrics.record_workers(&workers);
+        self.state.metrics.set_leader(leader);
+        self.alert(&workers);
         let summary = format!("measured {ok} stores, {failed} failed; started {started} tasks");
         if ok == 0 && failed > 0 {
             Err(summary)

@@ -30,6 +30,9 @@ pub enum Outcome {
     Cancelled,
     /// The backend is not configured.
     Disabled,
+    /// Another replica holds the leader lease (or ours could not be confirmed before a
+    /// batch): nothing (more) deleted.
+    NotLeader,
 }
 
 impl Outcome {
@@ -43,6 +46,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Cancelled => "cancelled",
             Outcome::Disabled => "disabled",
+            Outcome::NotLeader => "not_leader",
         }
     }
 

@@ -37,6 +37,8 @@ pub enum WorkerState {
     Throttled,
     /// Its last unit failed; backing off before the next try.
     Failed,
+    /// Another replica holds the leader lease: this one does not sweep.
+    Standby,
 }
 
 /// What the admin API shows of a worker.
@@ -120,6 +122,11 @@ pub trait Worker: Send + 'static {
         Priority::Low
     }
 
+    /// Whether the worker must sit this unit out (another replica leads). Default: never.
+    fn standby(&self) -> bool {
+        false
+    }
+
     /// One unit of work. `Ok` carries a one-line summary; `Err` a one-line reason. The unit
     /// should check `cancel` between its batches and return early once it is cancelled.
     fn work(
@@ -173,6 +180,20 @@ pub async fn run<W: Worker>(
     registry.update(&name, |_| {});
     let mut failures: u32 = 0;
     while !cancel.is_cancelled() {
+        if worker.standby() {
+            // becoming leader wakes the loop; until then it waits like an idle one
+            let delay = worker.interval();
+            registry.update(&name, |s| {
+                s.state = WorkerState::Standby;
+                s.next_run_at = Some(SystemTime::now() + delay);
+            });
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = wake.notified() => {}
+                () = cancel.cancelled() => break,
+            }
+            continue;
+        }
         let started = SystemTime::now();
         let clock = tokio::time::Instant::now();
         registry.update(&name, |s| {

@@ -49,6 +49,7 @@ pub async fn readyz(Extract(api): Extract<Api>) -> Response {
         "workers_started": started,
         "backends": backends,
     });
+    body["role"] = json!(api.state.role());
     if let Some(dedup) = &api.state.dedup {
         // registers need the unique index: say so when it is missing or blocked
         body["dedup_index"] = json!(dedup.status());
@@ -63,6 +64,7 @@ pub async fn prometheus(Extract(api): Extract<Api>) -> Response {
     api.state
         .metrics
         .set_queue_size(api.state.lock_queue().len());
+    api.state.metrics.set_leader(api.state.may_sweep());
     (
         [(
             header::CONTENT_TYPE,
@@ -110,7 +112,7 @@ pub async fn runs(Extract(api): Extract<Api>) -> Json<Value> {
 }
 
 pub async fn workers(Extract(api): Extract<Api>) -> Json<Value> {
-    Json(json!({ "workers": api.state.workers.snapshot() }))
+    Json(json!({ "role": api.state.role(), "workers": api.state.workers.snapshot() }))
 }
 
 pub async fn openapi() -> Json<Value> {
@@ -199,6 +201,14 @@ pub async fn cleanup(
         return Err(ApiError::Unprocessable(
             "no sweepable backend is configured".into(),
         ));
+    }
+    if !request.dry_run
+        && let Some(lease) = api.state.leadership.as_ref().filter(|l| !l.is_leader())
+    {
+        return Err(ApiError::Standby(format!(
+            "this replica is on standby: {} holds the leader lease and sweeps (dry runs are allowed here)",
+            lease.holder().as_deref().unwrap_or("no replica yet")
+        )));
     }
     api.cleanup_limiter
         .try_acquire()

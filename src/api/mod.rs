@@ -55,6 +55,9 @@ pub enum ApiError {
     /// 503: a backend the answer depends on is unavailable (never answered as a "no").
     #[error("{0}")]
     Unavailable(String),
+    /// 409: this replica is on standby; another one holds the leader lease and sweeps.
+    #[error("{0}")]
+    Standby(String),
     /// 429, with the seconds to wait.
     #[error("rate limit exceeded: retry in {0} s")]
     RateLimited(u64),
@@ -70,6 +73,7 @@ impl ApiError {
             ApiError::Missing(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Standby(_) => (StatusCode::CONFLICT, "standby"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }

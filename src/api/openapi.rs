@@ -67,6 +67,7 @@ pub fn document() -> Value {
                     "400": error_response("Invalid JSON"),
                     "401": unauthorized,
                     "403": error_response("No admin token configured"),
+                    "409": error_response("Standby replica: another one holds the leader lease (dry runs allowed)"),
                     "413": error_response("Body over 64 KiB"),
                     "422": error_response("Unknown or unconfigured resource_type, unknown priority"),
                     "429": error_response("Rate limit exceeded; see Retry-After")
@@ -116,7 +117,7 @@ pub fn document() -> Value {
                     "503": error_response("MongoDB unavailable, or the unique index is missing")
                 } } },
             "/api/workers": { "get": { "summary": "Each worker's state", "security": secured,
-                "responses": { "200": json_ok("workers"), "401": unauthorized } } },
+                "responses": { "200": json_ok("role (leader or standby), workers"), "401": unauthorized } } },
             "/api/openapi.json": { "get": { "summary": "This document", "security": secured,
                 "responses": { "200": json_ok("OpenAPI document"), "401": unauthorized } } }
         }

@@ -8,6 +8,7 @@
 //! which `main` prints on one line before exiting with 78 (EX_CONFIG).
 
 mod dedup;
+mod ops;
 mod reader;
 mod settings;
 mod sweepers;
@@ -21,6 +22,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::Value;
 
 pub use dedup::*;
+pub use ops::*;
 pub use settings::*;
 pub use sweepers::*;
 

@@ -52,6 +52,10 @@ pub struct Settings {
     pub qdrant_sweep: super::sweepers::QdrantSweep,
     /// The SHA-256 dedup index.
     pub dedup: super::dedup::Dedup,
+    /// The alert webhook.
+    pub alerts: super::ops::Alerts,
+    /// The leader lease.
+    pub leader: super::ops::Leader,
 }
 
 /// TTLs per sweepable resource.
@@ -300,6 +304,7 @@ impl Settings {
             .map(|url| RedisConn {
                 url: SecretUrl::new(url),
             });
+        let redis_configured = redis.is_some();
         let qdrant = r
             .url("QDRANT_URL", &["http", "https"])?
             .map(|url| QdrantConn {
@@ -415,6 +420,8 @@ impl Settings {
             s3_sweep: super::sweepers::s3_sweep(&r, allow_short_ttl)?,
             qdrant_sweep: super::sweepers::qdrant_sweep(&r, allow_short_ttl)?,
             dedup: super::dedup::dedup(&r)?,
+            alerts: super::ops::alerts(&r)?,
+            leader: super::ops::leader(&r, redis_configured)?,
         })
     }
 

@@ -366,6 +366,42 @@ pub const VARS: &[Var] = &[
         "8",
         "Objects `janitor dedup scan` downloads and hashes at once.",
     ),
+    // alerts (seeds 001 and 002)
+    secret(
+        "JANITOR_ALERT_WEBHOOK_URL",
+        "Slack-compatible webhook for alerts (CRITICAL usage, capped or failed-closed runs, failing workers); empty: log only.",
+    ),
+    var(
+        "JANITOR_ALERT_COOLDOWN_SECONDS",
+        "300",
+        "Least time between two alerts with the same key (resource and kind).",
+    ),
+    var(
+        "JANITOR_ALERT_WORKER_FAILURES",
+        "3",
+        "Failures in a row after which a worker is alerted on.",
+    ),
+    // several replicas, one sweeper
+    var(
+        "JANITOR_LEADER_ELECTION",
+        "false",
+        "Elect one sweeping replica through a lease in Redis; the others serve the API on standby.",
+    ),
+    var(
+        "JANITOR_LEADER_KEY",
+        "janitor:leader",
+        "Redis key holding the leader lease.",
+    ),
+    var(
+        "JANITOR_LEADER_LEASE_SECONDS",
+        "30",
+        "Lease length; renewed every third of it. A dead leader is replaced within it.",
+    ),
+    var(
+        "JANITOR_INSTANCE_ID",
+        "",
+        "This replica's name in the lease and in logs; default hostname:pid.",
+    ),
     // scheduling
     var(
         "JANITOR_QUEUE_CAPACITY",
