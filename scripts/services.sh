@@ -60,6 +60,9 @@ install_apt() {
   command -v cmake >/dev/null || missing+=(cmake)
   command -v curl >/dev/null || missing+=(curl)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  # checkers of the deployment files: promtool (the rules), systemd-analyze (the unit)
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
   if [ ${#missing[@]} -eq 0 ]; then say "apt packages: already installed"; return; fi
   say "apt packages: installing ${missing[*]}"
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo

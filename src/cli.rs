@@ -1,4 +1,4 @@
-//! The command line: `run`, `sweep --once`, `check`, `config show`.
+//! The command line: `run`, `sweep --once`, `check`, `health`, `dedup scan`, `config show`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -55,6 +55,8 @@ pub enum Command {
     },
     /// Validate the config and ping every configured backend.
     Check,
+    /// Ask the running daemon's /healthz (for container HEALTHCHECKs): exit 0 if healthy.
+    Health,
     /// The SHA-256 dedup index.
     Dedup {
         /// What to do.
@@ -160,6 +162,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             logging::init(settings.log_format, Target::Stderr, "warn");
             check(&settings).await
         }
+        Command::Health => Ok(health(&settings).await),
         Command::Dedup {
             action: DedupAction::Scan { prefix, json },
         } => {
@@ -171,6 +174,39 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         } => {
             show(&raw, json)?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// GET /healthz on the admin address (a wildcard address is asked on loopback).
+async fn health(settings: &Settings) -> ExitCode {
+    let mut addr = settings.admin.addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{addr}/healthz");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build();
+    let answer = match client {
+        Ok(c) => c.get(&url).send().await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(r) if r.status().is_success() => {
+            println!("healthy: {url}");
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("unhealthy: {url} answered {}", r.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {}", e.without_url());
+            ExitCode::FAILURE
         }
     }
 }

@@ -6,6 +6,7 @@ mod support;
 mod daemon;
 mod daemon_runs;
 mod dedup;
+mod deploy;
 mod ops;
 mod qdrant_sweep;
 mod redis_sweep;
