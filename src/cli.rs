@@ -12,6 +12,7 @@ use crate::app::{self, Backends, StartError, State};
 use crate::config::{self, ConfigError, Settings, Sources, vars};
 use crate::dedup::scan;
 use crate::engine::RunRequest;
+use crate::leader::Role;
 use crate::logging::{self, Target};
 use crate::plan::{Action, Plan};
 use crate::resource::Resource;
@@ -231,6 +232,27 @@ async fn sweep(
         eprintln!("nothing to sweep: no sweepable backend is configured");
         return Ok(ExitCode::FAILURE);
     }
+    // with leader election, a one-off sweep needs the lease too (a dry run does not), and
+    // keeps it renewed while it plans; the engine confirms it before every batch
+    let renewal = match (&state.leadership, dry_run) {
+        (Some(lease), false) => {
+            if !matches!(lease.tick().await, Ok((Role::Leader, _))) {
+                eprintln!(
+                    "not sweeping: another replica holds the leader lease ({})",
+                    lease.holder().as_deref().unwrap_or("unknown")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            let lease = lease.clone();
+            Some(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease.renew_every()).await;
+                    let _ = lease.tick().await;
+                }
+            }))
+        }
+        _ => None,
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut all_ok = true;
     if json {
@@ -268,6 +290,10 @@ async fn sweep(
         writeln!(out, "]")?;
     }
     out.flush()?;
+    if let (Some(renewal), Some(lease)) = (renewal, &state.leadership) {
+        renewal.abort();
+        lease.release().await;
+    }
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {

@@ -67,7 +67,8 @@ pub struct WorkerStatus {
 }
 
 impl WorkerStatus {
-    fn new(name: &str) -> Self {
+    /// A worker that has not run yet.
+    pub fn new(name: &str) -> Self {
         Self {
             name: name.to_string(),
             state: WorkerState::Idle,

@@ -28,6 +28,9 @@ pub struct S3Sweep {
     /// How long the monitor reuses a whole-bucket listing.
     #[serde(with = "super::settings::secs")]
     pub measure_cache: Duration,
+    /// Reference checks younger than this are not repeated before deleting.
+    #[serde(with = "super::settings::secs")]
+    pub recheck_after: Duration,
 }
 
 /// A prefix as swept: `uploads/u1` becomes `uploads/u1/` so it never matches `uploads/u10/`;
@@ -87,6 +90,10 @@ pub(super) fn s3_sweep(r: &Reader<'_>, allow_short: bool) -> Result<S3Sweep, Con
                     "a whole number of seconds (0: list every time)",
                 )
             })?,
+        recheck_after: Duration::from_secs(r.whole(
+            "JANITOR_S3_RECHECK_AFTER_SECONDS",
+            "a whole number of seconds (0: check again before every batch)",
+        )?),
     })
 }
 

@@ -264,6 +264,11 @@ pub const VARS: &[Var] = &[
         "false",
         "Sweep even when the reference collection is empty or missing (otherwise refused as misconfiguration).",
     ),
+    var(
+        "JANITOR_S3_RECHECK_AFTER_SECONDS",
+        "30",
+        "References are checked again just before a delete batch once the run's first check is older than this (0: before every batch).",
+    ),
     // Qdrant sweeper
     var(
         "JANITOR_QDRANT_COLLECTIONS",

@@ -379,27 +379,13 @@ async fn sweep_once_prints_the_plan_and_exits_by_outcome() {
     let svc = require_services!();
     let ns = Namespace::new("cli-sweep");
     let url = ns.fresh_redis(svc).await;
+    crate::support::fill_redis(&url, "tmp:", 4).await;
+    crate::support::fill_redis(&url, "keep:", 12).await;
     let mut con = redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    for i in 0..4 {
-        redis::cmd("SET")
-            .arg(format!("tmp:{i}"))
-            .arg("v")
-            .query_async::<()>(&mut con)
-            .await
-            .unwrap();
-    }
-    for i in 0..12 {
-        redis::cmd("SET")
-            .arg(format!("keep:{i}"))
-            .arg("v")
-            .query_async::<()>(&mut con)
-            .await
-            .unwrap();
-    }
     let dir = daemon::tempdir();
     let mut env = daemon::env_for(svc, &ns, dir.path());
     env.push(("JANITOR_REDIS_POLICIES".into(), "tmp:*=delete".into()));

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::require_services;
 use crate::support::daemon::{self, Daemon, TOKEN};
-use crate::support::{Namespace, process};
+use crate::support::{Namespace, fill_redis, process};
 
 async fn cleanup(d: &Daemon, query: &str, body: &str) -> reqwest::Response {
     reqwest::Client::new()
@@ -17,36 +17,6 @@ async fn cleanup(d: &Daemon, query: &str, body: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-async fn api(d: &Daemon, path: &str) -> Value {
-    reqwest::Client::new()
-        .get(d.url(path))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn fill(url: &str, n: usize, prefix: &str) {
-    let mut con = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let mut pipe = redis::pipe();
-        for i in chunk {
-            pipe.cmd("SET")
-                .arg(format!("{prefix}{i}"))
-                .arg("v")
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut con).await.unwrap();
-    }
 }
 
 #[tokio::test]
@@ -60,7 +30,7 @@ async fn manual_cleanup_accepted_waited_and_rate_limited() {
     let d = Daemon::start(env, dir).await;
     // the Redis loop sweeps once at start: seed after that pass
     let deadline = Instant::now() + Duration::from_secs(10);
-    while api(&d, "/api/resources/runs").await["runs"]
+    while d.get_json("/api/resources/runs").await["runs"]
         .as_array()
         .unwrap()
         .is_empty()
@@ -68,8 +38,8 @@ async fn manual_cleanup_accepted_waited_and_rate_limited() {
         assert!(Instant::now() < deadline, "the loop never ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    fill(&url, 10, "tmp:").await;
-    fill(&url, 90, "keep:").await;
+    fill_redis(&url, "tmp:", 10).await;
+    fill_redis(&url, "keep:", 90).await;
 
     let r = cleanup(
         &d,
@@ -92,7 +62,7 @@ async fn manual_cleanup_accepted_waited_and_rate_limited() {
         "Cleanup completed. Total items deleted: 10"
     );
 
-    let runs = api(&d, "/api/resources/runs").await;
+    let runs = d.get_json("/api/resources/runs").await;
     let runs = runs["runs"].as_array().unwrap();
     let dry = runs
         .iter()
@@ -130,7 +100,7 @@ async fn sigterm_during_a_long_sweep_exits_in_time_with_the_audit_log_flushed() 
     let svc = require_services!();
     let ns = Namespace::new("daemon-sigterm");
     let url = ns.fresh_redis(svc).await;
-    fill(&url, 12_000, "tmp:").await;
+    fill_redis(&url, "tmp:", 12_000).await;
     let dir = daemon::tempdir();
     let mut env = daemon::env_for(svc, &ns, dir.path());
     env.extend([
@@ -255,7 +225,7 @@ async fn worker_backs_off_while_redis_is_down_and_recovers() {
     server.kill();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let w = redis_worker(&api(&d, "/api/workers").await);
+        let w = redis_worker(&d.get_json("/api/workers").await);
         if w["state"] == "failed" && w["consecutive_failures"].as_u64() >= Some(2) {
             assert!(w["last_error"].as_str().unwrap().contains("redis"), "{w}");
             break;
@@ -271,7 +241,7 @@ async fn worker_backs_off_while_redis_is_down_and_recovers() {
     server.start();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let w = redis_worker(&api(&d, "/api/workers").await);
+        let w = redis_worker(&d.get_json("/api/workers").await);
         if w["consecutive_failures"] == 0 && w["last_error"].is_null() {
             break;
         }
@@ -285,7 +255,7 @@ async fn critical_usage_queues_an_emergency_run_with_the_pressure_ttl() {
     let svc = require_services!();
     let ns = Namespace::new("daemon-critical");
     let url = ns.fresh_redis(svc).await;
-    fill(&url, 20, "doc_segments:").await;
+    fill_redis(&url, "doc_segments:", 20).await;
     let dir = daemon::tempdir();
     let mut env = daemon::env_for(svc, &ns, dir.path());
     env.extend([
@@ -303,7 +273,7 @@ async fn critical_usage_queues_an_emergency_run_with_the_pressure_ttl() {
     let d = Daemon::start(env, dir).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let run = loop {
-        let runs = api(&d, "/api/resources/runs").await;
+        let runs = d.get_json("/api/resources/runs").await;
         if let Some(r) = runs["runs"]
             .as_array()
             .unwrap()
@@ -328,7 +298,7 @@ async fn critical_usage_queues_an_emergency_run_with_the_pressure_ttl() {
             .any(|n| n.as_str().unwrap().starts_with("freed ")),
         "bytes freed reported: {notes:?}"
     );
-    let m = api(&d, "/api/resources/metrics").await;
+    let m = d.get_json("/api/resources/metrics").await;
     assert_eq!(m["redis"]["cleanup_priority"], "CRITICAL");
     assert!(m["redis"]["usage_percentage"].as_f64().unwrap() > 100.0);
     let text = reqwest::get(d.url("/metrics"))
@@ -342,7 +312,7 @@ async fn critical_usage_queues_an_emergency_run_with_the_pressure_ttl() {
         "{text}"
     );
     // the loop runs back to back at CRITICAL: the worker shows it
-    let w = api(&d, "/api/workers").await;
+    let w = d.get_json("/api/workers").await;
     let redis = w["workers"]
         .as_array()
         .unwrap()

@@ -280,7 +280,7 @@ fn exported_metrics() -> BTreeSet<String> {
     use resource_janitor::backend::qdrant::CollectionStats;
     use resource_janitor::resource::{Priority, Usage};
     use resource_janitor::runs::Outcome;
-    use resource_janitor::worker::{WorkerState, WorkerStatus};
+    use resource_janitor::worker::WorkerStatus;
     let m = resource_janitor::metrics::Metrics::new();
     let usage = Usage {
         total_items: 1,
@@ -294,17 +294,7 @@ fn exported_metrics() -> BTreeSet<String> {
     m.record_emergency("redis");
     m.set_leader(true);
     m.set_queue_size(1);
-    m.record_workers(&[WorkerStatus {
-        name: "redis".into(),
-        state: WorkerState::Idle,
-        runs: 1,
-        consecutive_failures: 0,
-        last_error: None,
-        last_result: None,
-        last_run_at: None,
-        last_duration_secs: None,
-        next_run_at: None,
-    }]);
+    m.record_workers(&[WorkerStatus::new("redis")]);
     m.record_redis_pattern("cache:*", 1, Some(1));
     m.record_dangling_references(1);
     m.record_qdrant_collections(&[CollectionStats {

@@ -11,5 +11,6 @@ mod ops;
 mod qdrant_sweep;
 mod redis_sweep;
 mod replicas;
+mod s3_recheck;
 mod s3_sweep;
 mod smoke;

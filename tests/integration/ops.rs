@@ -13,25 +13,8 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use crate::require_services;
-use crate::support::daemon::{self, Daemon, TOKEN};
-use crate::support::{Namespace, Services};
-
-fn redis_env(svc: &Services, ns: &Namespace, dir: &std::path::Path) -> Vec<(String, String)> {
-    [
-        ("REDIS_URL", svc.redis_url(ns.redis_db)),
-        ("JANITOR_ADMIN_TOKEN", TOKEN.to_string()),
-        (
-            "JANITOR_AUDIT_LOG",
-            dir.join("audit.jsonl").display().to_string(),
-        ),
-        ("JANITOR_LOG_FORMAT", "json".into()),
-        ("RUST_LOG", "info".into()),
-        ("RESOURCE_MONITORING_INTERVAL_SECONDS", "1".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
-}
+use crate::support::daemon::{self, Daemon};
+use crate::support::{Namespace, fill_redis};
 
 /// What the receiver got: every request's `text`, and how many requests it failed on purpose.
 #[derive(Default)]
@@ -77,21 +60,9 @@ async fn alerts_reach_the_webhook_once_per_cooldown_after_a_retry() {
 
     // ten keys to delete against a cap of five, and a memory budget far below Redis's own
     // footprint: CRITICAL usage, emergency runs aborted by the cap, a failing Redis worker
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    for i in 0..10 {
-        redis::cmd("SET")
-            .arg(format!("tmp:{i}"))
-            .arg("v")
-            .query_async::<()>(&mut con)
-            .await
-            .unwrap();
-    }
+    fill_redis(&url, "tmp:", 10).await;
     let dir = daemon::tempdir();
-    let mut env = redis_env(svc, &ns, dir.path());
+    let mut env = daemon::redis_env(svc, &ns, dir.path());
     for (k, v) in [
         ("JANITOR_REDIS_POLICIES", "tmp:*=delete"),
         ("JANITOR_MAX_DELETE_FRACTION", "1"),
@@ -131,15 +102,7 @@ async fn alerts_reach_the_webhook_once_per_cooldown_after_a_retry() {
     // the conditions go on (CRITICAL every second, a capped run every few seconds): the
     // cooldown (default 5 min) keeps each key to one alert
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let runs: Value = reqwest::Client::new()
-        .get(d.url("/api/resources/runs"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs = d.get_json("/api/resources/runs").await;
     let capped = runs["runs"]
         .as_array()
         .unwrap()
@@ -186,7 +149,7 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let dir = daemon::tempdir();
-    let mut env = redis_env(svc, &ns, dir.path());
+    let mut env = daemon::redis_env(svc, &ns, dir.path());
     env.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
     env.push(("WATCHDOG_USEC".into(), "400000".into()));
     let mut d = Daemon::start(env, dir).await;

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::require_services;
 use crate::support::daemon::{self, Daemon, TOKEN};
-use crate::support::{Namespace, Services};
+use crate::support::{Namespace, Services, fill_redis};
 
 /// A Redis-only replica in `ns` with leader election on a `lease_secs` lease.
 fn replica_env(
@@ -18,27 +18,19 @@ fn replica_env(
     name: &str,
     lease_secs: &str,
 ) -> Vec<(String, String)> {
-    [
-        ("REDIS_URL", svc.redis_url(ns.redis_db)),
-        ("JANITOR_ADMIN_TOKEN", TOKEN.to_string()),
-        (
-            "JANITOR_AUDIT_LOG",
-            dir.join("audit.jsonl").display().to_string(),
-        ),
-        ("JANITOR_LOG_FORMAT", "json".into()),
-        ("RUST_LOG", "info".into()),
-        ("RESOURCE_MONITORING_INTERVAL_SECONDS", "1".into()),
-        ("REDIS_CLEANUP_INTERVAL_SECONDS", "3600".into()),
-        ("JANITOR_REDIS_POLICIES", "tmp:*=delete".into()),
-        ("JANITOR_MAX_DELETE_FRACTION", "1".into()),
-        ("JANITOR_LEADER_ELECTION", "true".into()),
-        ("JANITOR_LEADER_KEY", "janitor:leader".into()),
-        ("JANITOR_LEADER_LEASE_SECONDS", lease_secs.into()),
-        ("JANITOR_INSTANCE_ID", name.into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    let mut env = daemon::redis_env(svc, ns, dir);
+    for (k, v) in [
+        ("REDIS_CLEANUP_INTERVAL_SECONDS", "3600"),
+        ("JANITOR_REDIS_POLICIES", "tmp:*=delete"),
+        ("JANITOR_MAX_DELETE_FRACTION", "1"),
+        ("JANITOR_LEADER_ELECTION", "true"),
+        ("JANITOR_LEADER_KEY", "janitor:leader"),
+        ("JANITOR_LEADER_LEASE_SECONDS", lease_secs),
+        ("JANITOR_INSTANCE_ID", name),
+    ] {
+        env.push((k.to_string(), v.to_string()));
+    }
+    env
 }
 
 async fn start(svc: &Services, ns: &Namespace, name: &str, lease: &str) -> Daemon {
@@ -58,20 +50,8 @@ async fn start_with(
     Daemon::start(env, dir).await
 }
 
-async fn get(d: &Daemon, path: &str) -> Value {
-    reqwest::Client::new()
-        .get(d.url(path))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn role(d: &Daemon) -> String {
-    get(d, "/api/workers").await["role"]
+    d.get_json("/api/workers").await["role"]
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -109,20 +89,6 @@ async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-async fn fill(url: &str, prefix: &str, n: usize) {
-    let mut con = redis(url).await;
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let mut pipe = redis::pipe();
-        for i in chunk {
-            pipe.cmd("SET")
-                .arg(format!("{prefix}{i}"))
-                .arg("v")
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut con).await.unwrap();
-    }
-}
-
 async fn count(url: &str, pattern: &str) -> usize {
     let mut con = redis(url).await;
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -156,7 +122,7 @@ async fn one_replica_sweeps_and_a_killed_leader_is_replaced_within_the_lease() {
     let svc = require_services!();
     let ns = Namespace::new("replicas-takeover");
     let url = ns.fresh_redis(svc).await;
-    fill(&url, "tmp:a", 50).await;
+    fill_redis(&url, "tmp:a", 50).await;
     let a = start(svc, &ns, "replica-a", "2").await;
     let b = start(svc, &ns, "replica-b", "2").await;
     let (first, _) = wait_leader(&[&a, &b], Duration::from_secs(5)).await;
@@ -169,10 +135,10 @@ async fn one_replica_sweeps_and_a_killed_leader_is_replaced_within_the_lease() {
     // the standby measures and serves, never sweeps
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(role(&standby).await, "standby");
-    let workers = get(&standby, "/api/workers").await;
+    let workers = standby.get_json("/api/workers").await;
     assert_eq!(worker_state(&workers, "redis"), "standby", "{workers:#}");
     assert!(
-        get(&standby, "/api/resources/runs").await["runs"]
+        standby.get_json("/api/resources/runs").await["runs"]
             .as_array()
             .unwrap()
             .is_empty()
@@ -208,7 +174,7 @@ async fn one_replica_sweeps_and_a_killed_leader_is_replaced_within_the_lease() {
     assert_eq!(r.status(), 202);
 
     // kill -9 the leader: the lease is not released, it expires; the standby takes over
-    fill(&url, "tmp:b", 30).await;
+    fill_redis(&url, "tmp:b", 30).await;
     leader.signal("KILL");
     leader.wait_exit(Duration::from_secs(5)).unwrap();
     let killed = Instant::now();
@@ -235,6 +201,25 @@ async fn a_stopping_leader_hands_over_at_once() {
     let b = start(svc, &ns, "replica-b", "6").await;
     let (first, _) = wait_leader(&[&a, &b], Duration::from_secs(5)).await;
     let (mut leader, standby) = if first == 0 { (a, b) } else { (b, a) };
+    // a one-off sweep needs the lease as well: refused while a daemon holds it; a dry run
+    // (which deletes nothing) goes ahead
+    let dir = daemon::tempdir();
+    let env = replica_env(svc, &ns, dir.path(), "cli", "6");
+    let sweep = |extra: &[&str]| {
+        let mut cmd = daemon::janitor(&env, &dir);
+        cmd.args(["sweep", "--once", "--resource", "redis"])
+            .args(extra);
+        let status = cmd.status().unwrap();
+        let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        (status.code(), stderr)
+    };
+    let (code, stderr) = sweep(&[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another replica holds the leader lease (replica-"),
+        "{stderr}"
+    );
+    assert_eq!(sweep(&["--dry-run"]).0, Some(0));
     leader.signal("TERM");
     assert!(leader.wait_exit(Duration::from_secs(10)).unwrap().success());
     let stopped = Instant::now();
@@ -259,7 +244,7 @@ async fn a_leader_paused_past_its_lease_deletes_nothing_more() {
     wait_leader(&[&a], Duration::from_secs(5)).await;
     let b = start_with(svc, &ns, "replica-b", "2", &paced).await;
     // 10,000 keys at 2,000 commands/s: two batches of 5,000, each followed by a 2.5 s pause
-    fill(&url, "tmp:", 10_000).await;
+    fill_redis(&url, "tmp:", 10_000).await;
     let r = reqwest::Client::new()
         .post(a.url("/api/resources/cleanup"))
         .bearer_auth(TOKEN)
@@ -281,14 +266,14 @@ async fn a_leader_paused_past_its_lease_deletes_nothing_more() {
     let b_took_over = paused.elapsed();
     a.signal("CONT");
     wait_for("A's run ends", Duration::from_secs(30), async || {
-        get(&a, "/api/resources/runs").await["runs"]
+        a.get_json("/api/resources/runs").await["runs"]
             .as_array()
             .unwrap()
             .iter()
             .any(|r| r["trigger"] == "api")
     })
     .await;
-    let runs = get(&a, "/api/resources/runs").await;
+    let runs = a.get_json("/api/resources/runs").await;
     let run = runs["runs"]
         .as_array()
         .unwrap()

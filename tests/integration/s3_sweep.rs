@@ -267,7 +267,10 @@ async fn mongo_down_means_zero_deletions_failed_closed() {
         &uri,
         "app",
         &dir.path().join("a.jsonl"),
-        &[("JANITOR_BACKEND_TIMEOUT_SECONDS", "1")],
+        &[
+            ("JANITOR_BACKEND_TIMEOUT_SECONDS", "1"),
+            ("JANITOR_S3_RECHECK_AFTER_SECONDS", "0"),
+        ],
     );
     let state = State::new(settings.clone()).await.unwrap();
 

@@ -10,13 +10,20 @@
 //!
 //! It fails closed: any MongoDB error or timeout ends the run with nothing deleted
 //! (`failed_closed`), and an empty or missing reference collection next to a non-empty bucket
-//! is refused as misconfiguration. Before each delete batch the references are checked once
-//! more, so a document written since planning saves its object. Deletion uses DeleteObjects
+//! is refused as misconfiguration. Before a delete batch the references are checked once
+//! more, so a document written since planning saves its object, unless the run's first
+//! reference check is younger than `JANITOR_S3_RECHECK_AFTER_SECONDS` (30 s): then every
+//! check of the plan is that fresh, and repeating it would only double the queries (the
+//! issue's budget is one query per 1000 old objects). Deletion uses DeleteObjects
 //! in chunks of at most 1000 keys (AWS's limit); per-key errors are retried with backoff, then
 //! recorded. On a versioned bucket DeleteObjects without version ids removes the current
 //! version only (S3 keeps the older versions behind a delete marker).
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use futures::FutureExt;
@@ -49,6 +56,11 @@ pub struct S3Sweeper {
     mongo: Option<Mongo>,
     settings: S3Sweep,
     metrics: Option<Metrics>,
+    /// When this run's first reference check was sent (runs of one store never overlap).
+    first_check: Mutex<Option<Instant>>,
+    /// Batches of this run whose references were checked again / not again.
+    rechecked: AtomicU64,
+    not_rechecked: AtomicU64,
 }
 
 impl S3Sweeper {
@@ -59,6 +71,9 @@ impl S3Sweeper {
             mongo,
             settings,
             metrics,
+            first_check: Mutex::new(None),
+            rechecked: AtomicU64::new(0),
+            not_rechecked: AtomicU64::new(0),
         }
     }
 
@@ -130,6 +145,9 @@ impl S3Sweeper {
     }
 
     async fn plan_inner(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
+        *self.first_check() = None;
+        self.rechecked.store(0, Ordering::Relaxed);
+        self.not_rechecked.store(0, Ordering::Relaxed);
         let mut plan = ctx.new_plan(Resource::S3)?;
         self.check_references_exist(&mut plan).await?;
         let min_age = ctx.ttl.max(self.settings.grace);
@@ -264,6 +282,7 @@ impl S3Sweeper {
         ready: &mut Vec<PlannedItem>,
         last: bool,
     ) -> Result<u64, SweepError> {
+        self.first_check().get_or_insert_with(Instant::now);
         let referenced = self.referenced(&keys).await?;
         let before = ready.len();
         ready.extend(
@@ -290,8 +309,18 @@ impl S3Sweeper {
 
     async fn apply_inner(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
         let keys: Vec<String> = batch.items.iter().map(|i| i.id.clone()).collect();
-        // a document written since planning saves its object
-        let referenced = self.referenced(&keys).await?;
+        // a document written since planning saves its object; every check of this plan
+        // happened after the first one, so while that is fresh they all are
+        let fresh = self
+            .first_check()
+            .is_some_and(|t| t.elapsed() < self.settings.recheck_after);
+        let referenced = if fresh {
+            self.not_rechecked.fetch_add(1, Ordering::Relaxed);
+            Default::default()
+        } else {
+            self.rechecked.fetch_add(1, Ordering::Relaxed);
+            self.referenced(&keys).await?
+        };
         let mut applied = Applied::default();
         let (keep, delete): (Vec<String>, Vec<String>) =
             keys.into_iter().partition(|k| referenced.contains(k));
@@ -316,6 +345,10 @@ impl S3Sweeper {
             applied.failed.extend(pending);
         }
         Ok(applied)
+    }
+
+    fn first_check(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.first_check.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// One DeleteObjects request; returns the keys the server reported as failed.
@@ -362,6 +395,24 @@ impl Sweeper for S3Sweeper {
         ctx: &'a SweepContext,
     ) -> BoxFuture<'a, Result<Applied, SweepError>> {
         self.apply_inner(batch, ctx).boxed()
+    }
+
+    fn finish<'a>(&'a self, _ctx: &'a SweepContext) -> BoxFuture<'a, Vec<String>> {
+        let (again, fresh) = (
+            self.rechecked.load(Ordering::Relaxed),
+            self.not_rechecked.load(Ordering::Relaxed),
+        );
+        let note = format!(
+            "references checked again before {again} of {} batches (not again while the plan's checks were under {} s old)",
+            again + fresh,
+            self.settings.recheck_after.as_secs()
+        );
+        let notes = if again + fresh > 0 {
+            vec![note]
+        } else {
+            Vec::new()
+        };
+        Box::pin(async move { notes })
     }
 }
 

@@ -41,6 +41,18 @@ pub fn env_for(svc: &Services, ns: &Namespace, dir: &std::path::Path) -> Vec<(St
     vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
+/// The environment of a Redis-only daemon for `ns` (admin API, audit log, fast monitor).
+pub fn redis_env(svc: &Services, ns: &Namespace, dir: &std::path::Path) -> Vec<(String, String)> {
+    env_for(svc, ns, dir)
+        .into_iter()
+        .filter(|(k, _)| {
+            !["QDRANT_URL", "S3_", "AWS_", "MONGODB_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .collect()
+}
+
 /// A running `janitor run`.
 pub struct Daemon {
     child: Option<Child>,
@@ -88,6 +100,19 @@ impl Daemon {
     /// A URL of the admin API.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// GET `path` with the admin token; the JSON body.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// The audit log's path.

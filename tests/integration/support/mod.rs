@@ -163,6 +163,25 @@ impl Namespace {
     }
 }
 
+/// `n` string keys `{prefix}{i}` in the Redis database at `url`, pipelined.
+pub async fn fill_redis(url: &str, prefix: &str, n: usize) {
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("SET")
+                .arg(format!("{prefix}{i}"))
+                .arg("v")
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut con).await.unwrap();
+    }
+}
+
 /// Validated settings from `pairs`, with the audit log at `audit` and `extra` on top.
 pub fn settings(
     pairs: &[(&str, &str)],
