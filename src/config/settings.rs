@@ -119,6 +119,10 @@ pub struct Budgets {
 pub struct RedisConn {
     /// The URL (password included; shown redacted).
     pub url: SecretUrl,
+    /// CA certificates for `rediss://` (PEM file); `None`: the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS (PEM files).
+    pub tls_client: Option<(PathBuf, PathBuf)>,
 }
 
 /// Qdrant connection.
@@ -301,9 +305,8 @@ impl Settings {
 
         let redis = r
             .url("REDIS_URL", &["redis", "rediss", "redis+unix", "unix"])?
-            .map(|url| RedisConn {
-                url: SecretUrl::new(url),
-            });
+            .map(|url| redis_conn(&r, url))
+            .transpose()?;
         let redis_configured = redis.is_some();
         let qdrant = r
             .url("QDRANT_URL", &["http", "https"])?
@@ -429,6 +432,37 @@ impl Settings {
     pub fn sweep_interval(&self, resource: Resource) -> Duration {
         self.intervals.sweep[resource.index()]
     }
+}
+
+fn redis_conn(r: &Reader<'_>, url: String) -> Result<RedisConn, ConfigError> {
+    let tls = url.starts_with("rediss://");
+    let file = |name: &str| -> Result<Option<PathBuf>, ConfigError> {
+        let Some(path) = r.optional(name) else {
+            return Ok(None);
+        };
+        if !tls {
+            return Err(r.invalid(name, "empty: REDIS_URL is not rediss://"));
+        }
+        std::fs::File::open(&path)
+            .map_err(|e| r.invalid(name, format!("a readable PEM file ({e})")))?;
+        Ok(Some(PathBuf::from(path)))
+    };
+    let tls_ca_file = file("REDIS_TLS_CA_FILE")?;
+    let tls_client = match (file("REDIS_TLS_CERT_FILE")?, file("REDIS_TLS_KEY_FILE")?) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(r.invalid("REDIS_TLS_KEY_FILE", "the key of REDIS_TLS_CERT_FILE"));
+        }
+        (None, Some(_)) => {
+            return Err(r.invalid("REDIS_TLS_CERT_FILE", "set with REDIS_TLS_KEY_FILE"));
+        }
+    };
+    Ok(RedisConn {
+        url: SecretUrl::new(url),
+        tls_ca_file,
+        tls_client,
+    })
 }
 
 fn admin_token(r: &Reader<'_>) -> Result<Option<Secret>, ConfigError> {

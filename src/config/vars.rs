@@ -125,6 +125,21 @@ pub const VARS: &[Var] = &[
         "redis://[user:password@]host:port/db or rediss:// for TLS; empty disables Redis.",
     ),
     var(
+        "REDIS_TLS_CA_FILE",
+        "",
+        "PEM CA certificate(s) a rediss:// server is verified against; default the system's roots.",
+    ),
+    var(
+        "REDIS_TLS_CERT_FILE",
+        "",
+        "PEM client certificate for rediss:// servers that require one (with REDIS_TLS_KEY_FILE).",
+    ),
+    var(
+        "REDIS_TLS_KEY_FILE",
+        "",
+        "PEM private key of REDIS_TLS_CERT_FILE.",
+    ),
+    var(
         "QDRANT_URL",
         "",
         "Qdrant gRPC URL, e.g. http://127.0.0.1:6334; empty disables Qdrant.",

@@ -10,6 +10,7 @@ mod deploy;
 mod ops;
 mod qdrant_sweep;
 mod redis_sweep;
+mod redis_tls;
 mod replicas;
 mod s3_recheck;
 mod s3_sweep;

@@ -29,10 +29,33 @@ pub struct Redis {
 impl Redis {
     /// A client for `conn` (the URL is checked now; the server is contacted on first use).
     pub fn new(conn: &RedisConn, timeout: Duration) -> Result<Self, BackendError> {
-        let client = redis::Client::open(conn.url.expose()).map_err(|e| BackendError::Config {
+        let config = |message: String| BackendError::Config {
             backend: NAME,
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let client = if conn.url.expose().starts_with("rediss://") {
+            // rustls finds two crypto providers in this build: use ring (an error only
+            // says one is installed already)
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| config(format!("{}: {e}", p.display())))
+            };
+            let client_tls = match &conn.tls_client {
+                Some((cert, key)) => Some(redis::ClientTlsConfig {
+                    client_cert: read(cert)?,
+                    client_key: read(key)?,
+                }),
+                None => None,
+            };
+            let certs = redis::TlsCertificates {
+                client_tls,
+                root_cert: conn.tls_ca_file.as_deref().map(read).transpose()?,
+            };
+            redis::Client::build_with_tls(conn.url.expose(), certs)
+        } else {
+            redis::Client::open(conn.url.expose())
+        }
+        .map_err(|e| config(e.to_string()))?;
         Ok(Self {
             client,
             con: Arc::default(),
