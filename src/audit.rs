@@ -124,6 +124,7 @@ mod tests {
                     action: Action::Expire(3600),
                 },
             ],
+            shard: None,
         };
         for dry_run in [true, false] {
             log.append(&AuditRecord {

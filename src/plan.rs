@@ -52,6 +52,10 @@ pub struct Batch {
     pub reason: String,
     /// The items.
     pub items: Vec<PlannedItem>,
+    /// The server within the store that holds the items, where there are several (a Redis
+    /// Cluster primary, `host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 /// Everything a sweep would do: a summary in memory, the batches in a spool file.
@@ -233,6 +237,7 @@ mod tests {
             target: "all".into(),
             reason: "test".into(),
             items,
+            shard: None,
         })
         .unwrap();
         p
@@ -277,6 +282,7 @@ mod tests {
                 id: "a\\xffb".into(),
                 action: Action::Delete,
             }],
+            shard: None,
         })
         .unwrap();
         assert_eq!(

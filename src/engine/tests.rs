@@ -56,6 +56,7 @@ impl Sweeper for Fake {
                         action: Action::Delete,
                     })
                     .collect(),
+                shard: None,
             })
             .unwrap();
         }

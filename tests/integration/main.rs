@@ -9,6 +9,7 @@ mod dedup;
 mod deploy;
 mod ops;
 mod qdrant_sweep;
+mod redis_cluster;
 mod redis_sweep;
 mod redis_tls;
 mod replicas;

@@ -556,6 +556,7 @@ fn push(
                 action: Action::Delete,
             })
             .collect(),
+        shard: None,
     };
     plan.push(batch).map_err(SweepError::spool)
 }

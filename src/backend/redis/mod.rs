@@ -1,5 +1,6 @@
 //! Redis: connection and measurement (`INFO memory`, `DBSIZE`); the sweeper in [`sweep`].
 
+pub mod cluster;
 pub mod keys;
 pub mod policy;
 pub mod sweep;
@@ -24,6 +25,8 @@ pub struct Redis {
     client: redis::Client,
     con: Arc<Mutex<Option<ConnectionManager>>>,
     timeout: Duration,
+    /// `host:port` when this client is one primary of a cluster.
+    shard: Option<String>,
 }
 
 impl Redis {
@@ -60,6 +63,7 @@ impl Redis {
             client,
             con: Arc::default(),
             timeout,
+            shard: None,
         })
     }
 
@@ -79,6 +83,11 @@ impl Redis {
         Ok(con)
     }
 
+    /// `host:port` of this cluster primary (`None` for a standalone server).
+    pub fn shard(&self) -> Option<&str> {
+        self.shard.as_deref()
+    }
+
     /// The request timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
@@ -96,8 +105,20 @@ impl Redis {
         Ok(())
     }
 
-    /// `used_memory` (bytes, from `INFO memory`) and `DBSIZE`, in one round trip.
+    /// `used_memory` (bytes, from `INFO memory`) and `DBSIZE`, summed over the primaries of
+    /// a cluster.
     pub async fn memory_and_size(&self) -> Result<(u64, u64), BackendError> {
+        let (mut used, mut size) = (0, 0);
+        for shard in self.shards().await? {
+            let (u, s) = shard.node_memory_and_size().await?;
+            used += u;
+            size += s;
+        }
+        Ok((used, size))
+    }
+
+    /// `used_memory` and `DBSIZE` of this one server, in one round trip.
+    async fn node_memory_and_size(&self) -> Result<(u64, u64), BackendError> {
         let mut con = self.connection().await?;
         let (info, dbsize): (String, u64) = timed(
             NAME,

@@ -37,13 +37,16 @@ const NAME: &str = "redis";
 /// OBJECT REFCOUNT of a shared object (OBJ_SHARED_REFCOUNT).
 const SHARED_REFCOUNT: i64 = i32::MAX as i64;
 
-/// For each of KEYS: unlinks it only if it has no TTL and, when ARGV[1] > 0, has been idle
-/// that many seconds (and is not a shared integer). Returns 1 (unlinked) or 0 (left alone)
-/// per key. Each key's check and unlink are one atomic step.
+/// For each key in ARGV[2..]: unlinks it only if it has no TTL and, when ARGV[1] > 0, has
+/// been idle that many seconds (and is not a shared integer). Returns 1 (unlinked) or 0
+/// (left alone) per key. Each key's check and unlink are one atomic step. Keys are passed as
+/// arguments, not KEYS, so one call may touch keys of several slots on a cluster node
+/// (see [`super::cluster`]).
 pub const UNLINK_IF_STILL_IDLE: &str = r#"
 local limit = tonumber(ARGV[1])
 local out = {}
-for i, key in ipairs(KEYS) do
+for i = 2, #ARGV do
+  local key = ARGV[i]
   local r = 0
   if redis.call('PTTL', key) == -1 then
     if limit == 0 or (redis.call('OBJECT', 'REFCOUNT', key) ~= 2147483647
@@ -51,18 +54,19 @@ for i, key in ipairs(KEYS) do
       r = redis.call('UNLINK', key)
     end
   end
-  out[i] = r
+  out[i - 1] = r
 end
 return out
 "#;
 
-/// For each of KEYS: its PTTL and, when ARGV[1] is "1", its OBJECT IDLETIME and OBJECT
-/// REFCOUNT (asked only for keys without TTL; 0 otherwise). Read-only. Under an LFU policy
-/// OBJECT IDLETIME fails, and the error says "LFU".
+/// For each key in ARGV[2..]: its PTTL and, when ARGV[1] is "1", its OBJECT IDLETIME and
+/// OBJECT REFCOUNT (asked only for keys without TTL; 0 otherwise). Read-only. Under an LFU
+/// policy OBJECT IDLETIME fails, and the error says "LFU".
 pub const KEY_FACTS: &str = r#"
 local idle = ARGV[1] == '1'
 local out = {}
-for _, key in ipairs(KEYS) do
+for i = 2, #ARGV do
+  local key = ARGV[i]
   local pttl = redis.call('PTTL', key)
   out[#out + 1] = pttl
   if idle then
@@ -88,7 +92,7 @@ const APPLY_BATCH: usize = 5000;
 /// Spools the pending items of `policy` as one batch.
 fn flush(
     plan: &mut Plan,
-    policy: &Policy,
+    (policy, shard): (&Policy, &Redis),
     lfu: bool,
     pending: &mut Vec<PlannedItem>,
 ) -> Result<(), SweepError> {
@@ -104,6 +108,7 @@ fn flush(
         target: policy.pattern.clone(),
         reason,
         items: std::mem::take(pending),
+        shard: shard.shard().map(str::to_owned),
     })
     .map_err(SweepError::spool)
 }
@@ -146,6 +151,8 @@ pub struct RedisSweeper {
     lfu_reported: AtomicBool,
     /// used_memory when the current run planned (runs of a resource never overlap).
     used_memory_before: AtomicU64,
+    /// The servers the current run planned on: a cluster's primaries, or the one server.
+    shards: std::sync::Mutex<Vec<Redis>>,
 }
 
 impl RedisSweeper {
@@ -157,6 +164,7 @@ impl RedisSweeper {
             metrics,
             lfu_reported: AtomicBool::new(false),
             used_memory_before: AtomicU64::new(0),
+            shards: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -183,8 +191,9 @@ impl RedisSweeper {
     }
 
     async fn plan_inner(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
-        let mut con = self.redis.connection().await?;
         let timeout = self.redis.timeout();
+        let shards = self.redis.shards().await?;
+        *self.shards() = shards.clone();
         let mut plan = ctx.new_plan(Resource::Redis)?;
         let (used, dbsize) = self.redis.memory_and_size().await?;
         plan.store_items = dbsize;
@@ -197,105 +206,109 @@ impl RedisSweeper {
         'policies: for (i, policy) in policies.iter().enumerate() {
             let (mut scanned, mut without_ttl, mut shared, mut oldest_idle) =
                 (0u64, 0u64, 0u64, 0i64);
-            let mut cursor: u64 = 0;
-            // items accumulate into batches of up to APPLY_BATCH: one audit fsync each
-            let mut pending: Vec<PlannedItem> = Vec::new();
-            loop {
-                if ctx.cancel.is_cancelled() {
-                    flush(&mut plan, policy, lfu, &mut pending)?;
-                    plan.notes
-                        .push("planning stopped by shutdown: partial plan".into());
-                    break 'policies;
-                }
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor)
-                    .arg("MATCH")
-                    .arg(&policy.pattern)
-                    .arg("COUNT")
-                    .arg(self.settings.scan_count);
-                if let Some(t) = &self.settings.key_type {
-                    scan.arg("TYPE").arg(t);
-                }
-                let (next, keys): (u64, Vec<Vec<u8>>) =
-                    crate::backend::timed(NAME, timeout, scan.query_async(&mut con)).await?;
-                cursor = next;
-                scanned += keys.len() as u64;
-                // protected keys and keys an earlier policy owns are not ours
-                let keys: Vec<Vec<u8>> = keys
-                    .into_iter()
-                    .filter(|k| {
-                        !self.protected(k)
-                            && !policies[..i]
-                                .iter()
-                                .any(|p| glob_match(p.pattern.as_bytes(), k))
-                    })
-                    .collect();
-                let was_lfu = lfu;
-                let idle_policy = matches!(policy.action, PolicyAction::DeleteIdle(_)) && !lfu;
-                let facts = match self.key_facts(&mut con, &keys, idle_policy).await {
-                    Err(e) if idle_policy && e.to_string().contains("LFU") => {
-                        lfu = true;
-                        self.report_lfu();
-                        plan.notes.push(
+            for shard in &shards {
+                let mut con = shard.connection().await?;
+                let mut cursor: u64 = 0;
+                // items accumulate into batches of up to APPLY_BATCH: one audit fsync each
+                let mut pending: Vec<PlannedItem> = Vec::new();
+                loop {
+                    if ctx.cancel.is_cancelled() {
+                        flush(&mut plan, (policy, shard), lfu, &mut pending)?;
+                        plan.notes
+                            .push("planning stopped by shutdown: partial plan".into());
+                        break 'policies;
+                    }
+                    let mut scan = redis::cmd("SCAN");
+                    scan.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&policy.pattern)
+                        .arg("COUNT")
+                        .arg(self.settings.scan_count);
+                    if let Some(t) = &self.settings.key_type {
+                        scan.arg("TYPE").arg(t);
+                    }
+                    let (next, keys): (u64, Vec<Vec<u8>>) =
+                        crate::backend::timed(NAME, timeout, scan.query_async(&mut con)).await?;
+                    cursor = next;
+                    scanned += keys.len() as u64;
+                    // protected keys and keys an earlier policy owns are not ours
+                    let keys: Vec<Vec<u8>> = keys
+                        .into_iter()
+                        .filter(|k| {
+                            !self.protected(k)
+                                && !policies[..i]
+                                    .iter()
+                                    .any(|p| glob_match(p.pattern.as_bytes(), k))
+                        })
+                        .collect();
+                    let was_lfu = lfu;
+                    let idle_policy = matches!(policy.action, PolicyAction::DeleteIdle(_)) && !lfu;
+                    let facts = match self.key_facts(&mut con, &keys, idle_policy).await {
+                        Err(e) if idle_policy && e.to_string().contains("LFU") => {
+                            lfu = true;
+                            self.report_lfu();
+                            plan.notes.push(
                             "maxmemory-policy is LFU: OBJECT IDLETIME is refused, delete_idle policies fall back to expire".into(),
                         );
-                        self.key_facts(&mut con, &keys, false).await?
-                    }
-                    other => other?,
-                };
-                pacer
-                    .take(
-                        keys.len() as u64 * if idle_policy { 3 } else { 1 },
-                        &ctx.cancel,
-                    )
-                    .await;
-                let mut items = Vec::new();
-                for (key, (pttl, idle, refcount)) in keys.iter().zip(facts) {
-                    if pttl != -1 {
-                        continue; // has a TTL (left to Redis) or is gone
-                    }
-                    without_ttl += 1;
-                    let action = match (policy.action, lfu) {
-                        (PolicyAction::Expire(ttl), _) | (PolicyAction::DeleteIdle(ttl), true) => {
-                            Some(Action::Expire(ttl.as_secs().max(1)))
+                            self.key_facts(&mut con, &keys, false).await?
                         }
-                        (PolicyAction::Delete, _) => Some(Action::Delete),
-                        (PolicyAction::DeleteIdle(limit), false) => {
-                            if refcount == SHARED_REFCOUNT {
-                                shared += 1;
-                                None
-                            } else {
-                                oldest_idle = oldest_idle.max(idle);
-                                (idle >= limit.as_secs() as i64).then_some(Action::Delete)
-                            }
-                        }
+                        other => other?,
                     };
-                    if let Some(action) = action {
-                        items.push(PlannedItem {
-                            id: escape(key),
-                            action,
-                        });
+                    pacer
+                        .take(
+                            keys.len() as u64 * if idle_policy { 3 } else { 1 },
+                            &ctx.cancel,
+                        )
+                        .await;
+                    let mut items = Vec::new();
+                    for (key, (pttl, idle, refcount)) in keys.iter().zip(facts) {
+                        if pttl != -1 {
+                            continue; // has a TTL (left to Redis) or is gone
+                        }
+                        without_ttl += 1;
+                        let action = match (policy.action, lfu) {
+                            (PolicyAction::Expire(ttl), _)
+                            | (PolicyAction::DeleteIdle(ttl), true) => {
+                                Some(Action::Expire(ttl.as_secs().max(1)))
+                            }
+                            (PolicyAction::Delete, _) => Some(Action::Delete),
+                            (PolicyAction::DeleteIdle(limit), false) => {
+                                if refcount == SHARED_REFCOUNT {
+                                    shared += 1;
+                                    None
+                                } else {
+                                    oldest_idle = oldest_idle.max(idle);
+                                    (idle >= limit.as_secs() as i64).then_some(Action::Delete)
+                                }
+                            }
+                        };
+                        if let Some(action) = action {
+                            items.push(PlannedItem {
+                                id: escape(key),
+                                action,
+                            });
+                        }
                     }
-                }
-                planned += items.len() as u64;
-                if was_lfu != lfu {
-                    // items planned before the fallback keep their own reason
-                    flush(&mut plan, policy, was_lfu, &mut pending)?;
-                }
-                pending.extend(items);
-                if pending.len() >= APPLY_BATCH || cursor == 0 || planned > limit {
-                    flush(&mut plan, policy, lfu, &mut pending)?;
-                }
-                if planned > limit {
-                    plan.notes.push(format!("planning stopped at {planned} items (the cap allows at most {limit}); the next run continues"));
-                    break 'policies;
-                }
-                if cursor == 0 {
-                    break;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(self.settings.batch_pause) => {}
-                    () = ctx.cancel.cancelled() => {}
+                    planned += items.len() as u64;
+                    if was_lfu != lfu {
+                        // items planned before the fallback keep their own reason
+                        flush(&mut plan, (policy, shard), was_lfu, &mut pending)?;
+                    }
+                    pending.extend(items);
+                    if pending.len() >= APPLY_BATCH || cursor == 0 || planned > limit {
+                        flush(&mut plan, (policy, shard), lfu, &mut pending)?;
+                    }
+                    if planned > limit {
+                        plan.notes.push(format!("planning stopped at {planned} items (the cap allows at most {limit}); the next run continues"));
+                        break 'policies;
+                    }
+                    if cursor == 0 {
+                        break;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(self.settings.batch_pause) => {}
+                        () = ctx.cancel.cancelled() => {}
+                    }
                 }
             }
             let mut note = format!(
@@ -330,11 +343,11 @@ impl RedisSweeper {
         }
         let mut pipe = redis::pipe();
         for chunk in keys.chunks(KEYS_PER_SCRIPT) {
-            let cmd = pipe.cmd("EVAL").arg(KEY_FACTS).arg(chunk.len());
+            let cmd = pipe.cmd("EVAL").arg(KEY_FACTS).arg(0);
+            cmd.arg(if idle { "1" } else { "0" });
             for k in chunk {
                 cmd.arg(k);
             }
-            cmd.arg(if idle { "1" } else { "0" });
         }
         let replies: Vec<Vec<i64>> =
             crate::backend::timed(NAME, self.redis.timeout(), pipe.query_async(con)).await?;
@@ -359,6 +372,31 @@ impl RedisSweeper {
         Ok(facts)
     }
 
+    /// The shards of the last plan (a cluster's primaries, or the one server).
+    fn shards(&self) -> std::sync::MutexGuard<'_, Vec<Redis>> {
+        self.shards.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The server holding a batch's keys: the planned cluster primary, or the one server.
+    async fn shard_of(&self, batch: &Batch) -> Result<Redis, SweepError> {
+        let Some(addr) = &batch.shard else {
+            return Ok(self.redis.clone());
+        };
+        let known = self
+            .shards()
+            .iter()
+            .find(|s| s.shard() == Some(addr))
+            .cloned();
+        match known {
+            Some(shard) => Ok(shard),
+            // not a primary any more (failover): its keys are left for the next run
+            None => Err(SweepError::Backend(BackendError::request(
+                NAME,
+                format!("cluster node {addr} is not among the planned primaries"),
+            ))),
+        }
+    }
+
     fn report_lfu(&self) {
         if !self.lfu_reported.swap(true, Ordering::Relaxed) {
             tracing::warn!(
@@ -379,7 +417,7 @@ impl RedisSweeper {
             PolicyAction::DeleteIdle(d) => d.as_secs().max(1),
             _ => 0,
         };
-        let mut con = self.redis.connection().await?;
+        let mut con = self.shard_of(batch).await?.connection().await?;
         let timeout = self.redis.timeout();
         let mut expires = Vec::new();
         let mut deletes = Vec::new();
@@ -399,11 +437,11 @@ impl RedisSweeper {
             pipe.cmd("EXPIRE").arg(key).arg(*secs).arg("NX");
         }
         for chunk in deletes.chunks(KEYS_PER_SCRIPT) {
-            let cmd = pipe.cmd("EVAL").arg(UNLINK_IF_STILL_IDLE).arg(chunk.len());
+            let cmd = pipe.cmd("EVAL").arg(UNLINK_IF_STILL_IDLE).arg(0);
+            cmd.arg(idle_limit);
             for (_, key) in chunk {
                 cmd.arg(key);
             }
-            cmd.arg(idle_limit);
         }
         // EVAL, not EVALSHA: the server caches the compiled script by its hash anyway, and
         // a restarted server (or SCRIPT FLUSH) cannot answer NOSCRIPT

@@ -301,6 +301,7 @@ impl S3Sweeper {
                 target: target.to_string(),
                 reason: reason.to_string(),
                 items,
+                shard: None,
             };
             plan.push(batch).map_err(SweepError::spool)?;
         }

@@ -135,6 +135,51 @@ pub fn redis(svc: &Services, extra: &[&str]) -> Server {
     Server::launch(spec, port, dir)
 }
 
+/// A private Redis Cluster of `n` primaries without replicas, slots spread by
+/// `redis-cli --cluster create`; returns once every node says `cluster_state:ok`.
+pub fn redis_cluster(svc: &Services, n: usize) -> Vec<Server> {
+    let flags = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+    ];
+    let nodes: Vec<Server> = (0..n).map(|_| redis(svc, &flags)).collect();
+    let cli = Path::new(svc.get("TEST_REDIS_SERVER_BIN")).with_file_name("redis-cli");
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let out = Command::new(&cli)
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", cli.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for node in &nodes {
+        loop {
+            let info = Command::new(&cli)
+                .args(["-p", &node.port.to_string(), "cluster", "info"])
+                .output()
+                .expect("redis-cli");
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "cluster not ok on {}", node.port);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    nodes
+}
+
 /// A private secantusd-rs (MongoDB wire protocol); URI in `info["uri"]`.
 pub fn mongo(svc: &Services) -> Server {
     let port = free_port();

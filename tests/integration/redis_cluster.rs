@@ -1,0 +1,126 @@
+//! The Redis sweeper on a real Redis Cluster (three private redis-server primaries): every
+//! primary is scanned, each batch is applied on the primary that holds its keys, the
+//! monitor's figures add up the primaries, and the dry run plans what the run deletes.
+
+use std::time::SystemTime;
+
+use resource_janitor::app::State;
+use resource_janitor::engine::RunRequest;
+use resource_janitor::resource::Resource;
+use resource_janitor::runs::{Outcome, RunRecord, Trigger};
+use serde_json::Value;
+
+use crate::require_services;
+use crate::support::{self, process};
+
+async fn run(state: &State, dry_run: bool) -> RunRecord {
+    let req = RunRequest {
+        id: None,
+        resource: Resource::Redis,
+        trigger: Trigger::Cli,
+        dry_run,
+        priority: None,
+    };
+    state.engine.run(req, SystemTime::now()).await.record
+}
+
+/// (tmp keys, keep keys) held by the node on `port`.
+async fn held(port: u16) -> (usize, usize) {
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut count = async |pattern: &str| {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        keys.len()
+    };
+    (count("tmp:*").await, count("keep:*").await)
+}
+
+#[tokio::test]
+async fn every_primary_is_swept_on_its_own_connection() {
+    let svc = require_services!();
+    let nodes = process::redis_cluster(svc, 3);
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+        .collect();
+    let mut cluster = redis::cluster::ClusterClient::new(urls.clone())
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    for i in 0..300 {
+        for prefix in ["tmp", "keep"] {
+            redis::cmd("SET")
+                .arg(format!("{prefix}:{i}"))
+                .arg("v")
+                .query_async::<()>(&mut cluster)
+                .await
+                .unwrap();
+        }
+    }
+    let mut before = Vec::new();
+    for n in &nodes {
+        before.push(held(n.port).await);
+    }
+    assert!(
+        before.iter().all(|&(tmp, _)| tmp > 50),
+        "keys spread over the primaries: {before:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    // any node will do as the seed: the primaries are discovered from it
+    let settings = support::settings(
+        &[
+            ("REDIS_URL", urls[1].as_str()),
+            ("JANITOR_REDIS_POLICIES", "tmp:*=delete"),
+            ("JANITOR_MAX_DELETE_FRACTION", "1"),
+        ],
+        &audit,
+        &[],
+    );
+    let state = State::new(settings).await.unwrap();
+    let usage = state
+        .backends
+        .redis
+        .as_ref()
+        .unwrap()
+        .measure(1 << 30)
+        .await
+        .unwrap();
+    assert_eq!(usage.total_items, 600);
+
+    let dry = run(&state, true).await;
+    assert_eq!((dry.outcome, dry.planned_deletions), (Outcome::DryRun, 300));
+    let r = run(&state, false).await;
+    assert_eq!(
+        (r.outcome, r.deleted, r.failed),
+        (Outcome::Succeeded, 300, 0),
+        "{r:?}"
+    );
+    // every primary lost exactly its own tmp keys, and nothing else
+    for (n, (_, keep)) in nodes.iter().zip(&before) {
+        assert_eq!(held(n.port).await, (0, *keep), "node {}", n.port);
+    }
+    // one batch per primary, each naming its shard
+    let shards: std::collections::BTreeSet<String> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["dry_run"] == false)
+        .map(|r| r["shard"].as_str().unwrap().to_string())
+        .collect();
+    let expected: std::collections::BTreeSet<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    assert_eq!(shards, expected);
+}
