@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 
 use super::{BackendError, timed};
 use crate::config::S3Conn;
@@ -112,6 +113,43 @@ impl S3 {
     /// The request timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The pages of `ListObjectsV2` under `prefix`, fetched by a task up to two pages ahead
+    /// of the reader, so listing overlaps with what the reader does with each page (the
+    /// sweeper's reference checks). Each page is under the request timeout. The end of the
+    /// listing is an explicit `Ok(None)`, so a task that died is never taken for a complete
+    /// listing; the task ends after an error, at the end, or when the receiver is dropped.
+    pub fn list_pages(
+        &self,
+        prefix: &str,
+    ) -> tokio::sync::mpsc::Receiver<Result<Option<ListObjectsV2Output>, BackendError>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let timeout = self.timeout;
+        tokio::spawn(async move {
+            loop {
+                let page = match tokio::time::timeout(timeout, pages.next()).await {
+                    Err(_) => Err(BackendError::Timeout {
+                        backend: NAME,
+                        after: timeout,
+                    }),
+                    Ok(None) => Ok(None),
+                    Ok(Some(page)) => page.map(Some).map_err(|e| BackendError::request(NAME, e)),
+                };
+                let last = !matches!(page, Ok(Some(_)));
+                if tx.send(page).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        rx
     }
 
     /// `HeadBucket`.

@@ -183,14 +183,7 @@ impl S3Sweeper {
             // old keys awaiting their reference check, unreferenced ones awaiting a batch
             let (mut pending, mut ready): (Vec<String>, Vec<PlannedItem>) =
                 (Vec::new(), Vec::new());
-            let mut pages = self
-                .s3
-                .client()
-                .list_objects_v2()
-                .bucket(self.s3.bucket())
-                .prefix(prefix)
-                .into_paginator()
-                .send();
+            let mut pages = self.s3.list_pages(prefix);
             loop {
                 if ctx.cancel.is_cancelled() {
                     plan.notes
@@ -198,19 +191,20 @@ impl S3Sweeper {
                     complete = false;
                     break 'prefixes;
                 }
-                let page = match tokio::time::timeout(self.s3.timeout(), pages.next()).await {
-                    Err(_) => {
-                        return Err(BackendError::Timeout {
-                            backend: NAME,
-                            after: self.s3.timeout(),
-                        }
-                        .into());
-                    }
-                    Ok(None) => {
+                let page = match pages.recv().await {
+                    Some(Ok(Some(page))) => page,
+                    Some(Ok(None)) => {
                         merge.finish().await.map_err(unavailable)?;
                         break;
                     }
-                    Ok(Some(page)) => page.map_err(|e| BackendError::request(NAME, e))?,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => {
+                        return Err(BackendError::request(
+                            NAME,
+                            "listing ended without its last page",
+                        )
+                        .into());
+                    }
                 };
                 let mut candidates = Vec::new();
                 for object in page.contents() {
