@@ -2,11 +2,13 @@
 //!
 //! Planning walks each policy's pattern with `SCAN MATCH COUNT [TYPE]` and, per batch, reads
 //! each key's `PTTL` (plus `OBJECT IDLETIME` and `OBJECT REFCOUNT` for idle policies) with a
-//! read-only script, one call per hundred keys, pipelined ([`KEY_FACTS`]).
-//! Applying sends one pipeline per batch in which every action re-checks its key atomically:
-//! `EXPIRE key ttl NX` only sets a TTL where there is none, and [`UNLINK_IF_STILL_IDLE`]
-//! (one script call per hundred keys) unlinks only a key that still has no TTL and is still idle. So a key that got a TTL, or
-//! was read, between SCAN and action survives; SCAN returning a key twice is harmless.
+//! read-only script, one call per hundred keys ([`KEY_FACTS`]). Applying re-checks every key
+//! atomically in the command that acts on it: `EXPIRE key ttl NX` (pipelined) only sets a
+//! TTL where there is none, and [`UNLINK_IF_STILL_IDLE`] (one call per hundred keys) unlinks
+//! only a key that still has no TTL and is still idle. So a key that got a TTL, or was read,
+//! between SCAN and action survives; SCAN returning a key twice is harmless. Scripts go one
+//! per round trip, never pipelined: the server then serves the application's commands
+//! between two of them, which keeps its latency low during a sweep.
 //!
 //! Two server facts shape it: under an LFU `maxmemory-policy` `OBJECT IDLETIME` is refused,
 //! so idle policies fall back to `expire` (said once); and small integers are shared objects
@@ -341,16 +343,17 @@ impl RedisSweeper {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        // one script per round trip (see `apply_inner`)
+        let mut replies: Vec<Vec<i64>> = Vec::new();
         for chunk in keys.chunks(KEYS_PER_SCRIPT) {
-            let cmd = pipe.cmd("EVAL").arg(KEY_FACTS).arg(0);
-            cmd.arg(if idle { "1" } else { "0" });
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(KEY_FACTS).arg(0).arg(if idle { "1" } else { "0" });
             for k in chunk {
                 cmd.arg(k);
             }
+            let reply = cmd.query_async(con);
+            replies.push(crate::backend::timed(NAME, self.redis.timeout(), reply).await?);
         }
-        let replies: Vec<Vec<i64>> =
-            crate::backend::timed(NAME, self.redis.timeout(), pipe.query_async(con)).await?;
         let per_key = if idle { 3 } else { 1 };
         let facts: Vec<(i64, i64, i64)> = replies
             .iter()
@@ -430,23 +433,34 @@ impl RedisSweeper {
                 Action::Delete => deletes.push((item, key)),
             }
         }
-        let mut pipe = redis::pipe();
         // a per-command error is recorded for its keys, not taken for the whole batch's
-        pipe.ignore_errors();
-        for (_, key, secs) in &expires {
-            pipe.cmd("EXPIRE").arg(key).arg(*secs).arg("NX");
+        let mut results: Vec<redis::Value> = Vec::new();
+        if !expires.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for (_, key, secs) in &expires {
+                pipe.cmd("EXPIRE").arg(key).arg(*secs).arg("NX");
+            }
+            let replies: Vec<redis::Value> =
+                crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await?;
+            results.extend(replies);
         }
+        // one script per round trip, not a pipeline of them: the server serves the
+        // application's commands between two scripts instead of after all of them. EVAL, not
+        // EVALSHA: the server caches the compiled script by its hash anyway, and a restarted
+        // server (or SCRIPT FLUSH) cannot answer NOSCRIPT
         for chunk in deletes.chunks(KEYS_PER_SCRIPT) {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
             let cmd = pipe.cmd("EVAL").arg(UNLINK_IF_STILL_IDLE).arg(0);
             cmd.arg(idle_limit);
             for (_, key) in chunk {
                 cmd.arg(key);
             }
+            let replies: Vec<redis::Value> =
+                crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await?;
+            results.extend(replies);
         }
-        // EVAL, not EVALSHA: the server caches the compiled script by its hash anyway, and
-        // a restarted server (or SCRIPT FLUSH) cannot answer NOSCRIPT
-        let results: Vec<redis::Value> =
-            crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await?;
         let mut results = results.into_iter();
         let mut applied = Applied::default();
         for ((item, _, _), result) in expires.iter().zip(results.by_ref()) {
