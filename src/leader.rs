@@ -11,10 +11,15 @@
 //! after its lease went to another replica. [`Leadership::confirm`] is the fence: the engine
 //! calls it before every batch, it renews the lease only if the token is still ours, and
 //! any doubt (another token, no key, Redis unreachable) stops the run before it deletes.
+//!
+//! On a Redis Cluster the lease commands go to the primary serving the key's slot, found
+//! on first use and again after any error (a failover or a moved slot fails the renewal,
+//! which fails closed, and the next attempt finds the new owner).
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +63,9 @@ struct Held {
 /// The lease, as one replica sees it.
 pub struct Leadership {
     redis: Redis,
+    /// The server holding the key: `redis`, or on a cluster the primary serving the key's
+    /// slot; found on first use, and again after any error (a failover, a moved slot).
+    node: tokio::sync::Mutex<Option<Redis>>,
     key: String,
     token: String,
     lease: Duration,
@@ -75,6 +83,7 @@ impl Leadership {
         );
         Self {
             redis,
+            node: tokio::sync::Mutex::new(None),
             key: settings.key.clone(),
             token,
             lease: settings.lease,
@@ -124,15 +133,17 @@ impl Leadership {
             return Ok((Role::Leader, false));
         }
         let started = Instant::now();
-        let mut con = self.redis.connection().await?;
-        let mut set = redis::cmd("SET");
-        set.arg(&self.key)
-            .arg(&self.token)
-            .arg("NX")
-            .arg("PX")
-            .arg(self.lease.as_millis() as u64);
-        let set = set.query_async::<Option<String>>(&mut con);
-        let acquired = timed("redis", self.redis.timeout(), set).await?.is_some();
+        let px = self.lease.as_millis() as u64;
+        let set = async |con: &mut ConnectionManager| {
+            let mut set = redis::cmd("SET");
+            set.arg(&self.key)
+                .arg(&self.token)
+                .arg("NX")
+                .arg("PX")
+                .arg(px);
+            set.query_async::<Option<String>>(con).await
+        };
+        let acquired = self.run(set).await?.is_some();
         if acquired {
             self.set_held(Some(started + self.lease), None);
             tracing::info!(token = %self.token, "leader lease acquired: this replica sweeps");
@@ -172,28 +183,51 @@ impl Leadership {
 
     /// `GET` of the lease key.
     async fn get_holder(&self) -> Result<Option<String>, BackendError> {
-        let mut con = self.redis.connection().await?;
-        let mut get = redis::cmd("GET");
-        get.arg(&self.key);
-        timed("redis", self.redis.timeout(), get.query_async(&mut con)).await
+        self.run(async |con: &mut ConnectionManager| {
+            let mut get = redis::cmd("GET");
+            get.arg(&self.key);
+            get.query_async(con).await
+        })
+        .await
+    }
+
+    /// A connection to the server holding the key. Callers forget the node after an error.
+    async fn connection(&self) -> Result<ConnectionManager, BackendError> {
+        let mut node = self.node.lock().await;
+        if node.is_none() {
+            *node = Some(self.redis.node_for_key(&self.key).await?);
+        }
+        let result = node.as_ref().expect("set above").connection().await;
+        if result.is_err() {
+            *node = None;
+        }
+        result
+    }
+
+    /// Runs a lease command on the key's server; an error makes the next call find the
+    /// server again.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        f: impl AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Result<T, BackendError> {
+        let mut con = self.connection().await?;
+        let result = timed("redis", self.redis.timeout(), f(&mut con)).await;
+        if result.is_err() {
+            *self.node.lock().await = None;
+        }
+        result
     }
 
     /// Gives the lease up (shutdown), so another replica takes over at once.
     pub async fn release(&self) {
         self.set_held(None, None);
-        let Ok(mut con) = self.redis.connection().await else {
-            return;
+        let release = async |con: &mut ConnectionManager| {
+            let script = redis::Script::new(RELEASE);
+            let mut call = script.key(&self.key);
+            call.arg(&self.token);
+            call.invoke_async::<i64>(con).await
         };
-        let script = redis::Script::new(RELEASE);
-        let mut call = script.key(&self.key);
-        call.arg(&self.token);
-        match timed(
-            "redis",
-            self.redis.timeout(),
-            call.invoke_async::<i64>(&mut con),
-        )
-        .await
-        {
+        match self.run(release).await {
             Ok(1) => tracing::info!("leader lease released"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "leader lease not released; it expires by itself"),
@@ -203,17 +237,13 @@ impl Leadership {
     /// Extends the lease if the key holds our token; updates what we hold either way.
     async fn renew(&self) -> Result<bool, BackendError> {
         let started = Instant::now();
-        let mut con = self.redis.connection().await?;
-        let script = redis::Script::new(RENEW);
-        let mut call = script.key(&self.key);
-        call.arg(&self.token).arg(self.lease.as_millis() as u64);
-        let renewed = timed(
-            "redis",
-            self.redis.timeout(),
-            call.invoke_async::<i64>(&mut con),
-        )
-        .await?
-            == 1;
+        let renew = async |con: &mut ConnectionManager| {
+            let script = redis::Script::new(RENEW);
+            let mut call = script.key(&self.key);
+            call.arg(&self.token).arg(self.lease.as_millis() as u64);
+            call.invoke_async::<i64>(con).await
+        };
+        let renewed = self.run(renew).await? == 1;
         if renewed {
             self.set_held(Some(started + self.lease), None);
         } else {

@@ -124,3 +124,59 @@ async fn every_primary_is_swept_on_its_own_connection() {
         .collect();
     assert_eq!(shards, expected);
 }
+
+#[tokio::test]
+async fn the_leader_lease_lives_on_the_primary_of_its_slot() {
+    use resource_janitor::backend::redis::Redis;
+    use resource_janitor::config::{Leader, RedisConn};
+    use resource_janitor::leader::{Leadership, Role};
+    use std::time::Duration;
+
+    let svc = require_services!();
+    let nodes = process::redis_cluster(svc, 3);
+    // two replicas, each seeded with a different node of the cluster
+    let contender = |i: usize, name: &str| {
+        let conn = RedisConn {
+            url: resource_janitor::secret::SecretUrl::new(format!(
+                "redis://127.0.0.1:{}/0",
+                nodes[i].port
+            )),
+            tls_ca_file: None,
+            tls_client: None,
+        };
+        let settings = Leader {
+            enabled: true,
+            key: "janitor:leader".into(),
+            lease: Duration::from_secs(5),
+            instance: name.into(),
+        };
+        Leadership::new(
+            Redis::new(&conn, Duration::from_secs(3)).unwrap(),
+            &settings,
+        )
+    };
+    let (a, b) = (contender(0, "a"), contender(2, "b"));
+    assert_eq!(a.tick().await.unwrap(), (Role::Leader, true));
+    assert_eq!(b.tick().await.unwrap(), (Role::Standby, false));
+    assert_eq!(b.holder().as_deref(), Some(a.token()));
+    a.confirm().await.unwrap();
+    // the key is on the one primary serving its slot
+    let mut holders = 0;
+    for n in &nodes {
+        let url = format!("redis://127.0.0.1:{}/0", n.port);
+        let mut con = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let size: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+        holders += size;
+    }
+    assert_eq!(holders, 1);
+    a.release().await;
+    assert_eq!(b.tick().await.unwrap(), (Role::Leader, true));
+    assert!(
+        a.confirm().await.is_err(),
+        "a released lease is not ours any more"
+    );
+}

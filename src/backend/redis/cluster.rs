@@ -33,7 +33,50 @@ pub fn primaries(cluster_nodes: &str) -> Vec<(String, u16)> {
         .collect()
 }
 
+/// The primary serving `slot`, from `CLUSTER NODES` (slots being migrated are skipped: the
+/// importing side does not serve them yet).
+pub fn owner(cluster_nodes: &str, slot: u16) -> Option<(String, u16)> {
+    cluster_nodes.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if !fields.get(2)?.split(',').any(|f| f == "master") {
+            return None;
+        }
+        let serves = fields.iter().skip(8).any(|range| {
+            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+            matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if (lo..=hi).contains(&slot))
+        });
+        if !serves {
+            return None;
+        }
+        let addr = fields[1].split(['@', ',']).next()?;
+        let (host, port) = addr.rsplit_once(':')?;
+        Some((host.to_string(), port.parse().ok()?))
+    })
+}
+
 impl Redis {
+    /// The server holding `key`: this one, or the cluster primary serving its slot (for a
+    /// single-key protocol such as the leader lease).
+    pub async fn node_for_key(&self, key: &str) -> Result<Redis, BackendError> {
+        let mut con = self.connection().await?;
+        let mut info = redis::cmd("INFO");
+        info.arg("cluster");
+        let info: String = timed(NAME, self.timeout, info.query_async(&mut con)).await?;
+        if info_field(&info, "cluster_enabled") != Some(1) {
+            return Ok(self.clone());
+        }
+        let mut keyslot = redis::cmd("CLUSTER");
+        keyslot.arg("KEYSLOT").arg(key);
+        let slot: u16 = timed(NAME, self.timeout, keyslot.query_async(&mut con)).await?;
+        let mut nodes = redis::cmd("CLUSTER");
+        nodes.arg("NODES");
+        let nodes: String = timed(NAME, self.timeout, nodes.query_async(&mut con)).await?;
+        let (host, port) = owner(&nodes, slot).ok_or_else(|| {
+            BackendError::request(NAME, format!("no primary serves slot {slot} of {key}"))
+        })?;
+        self.at(host, port)
+    }
+
     /// The servers to sweep: this one, or every primary of its cluster.
     pub async fn shards(&self) -> Result<Vec<Redis>, BackendError> {
         let mut con = self.connection().await?;
@@ -101,6 +144,33 @@ impl Redis {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_owner_of_a_slot() {
+        let nodes = "\
+27e9 127.0.0.1:17003@27003 master - 0 1 3 connected 10923-16383
+4f68 127.0.0.1:17002@27002 master - 0 1 2 connected 5461-10921 10922 [10922->-27e9]
+2f6e 127.0.0.1:17001@27001 myself,master - 0 1 1 connected 0-5460
+9a9a 127.0.0.1:17004@27004 slave 2f6e 0 1 1 connected
+";
+        let owner = |slot| super::owner(nodes, slot).map(|(_, p)| p);
+        assert_eq!(
+            [
+                owner(0),
+                owner(5460),
+                owner(5461),
+                owner(10922),
+                owner(16383)
+            ],
+            [
+                Some(17001),
+                Some(17001),
+                Some(17002),
+                Some(17002),
+                Some(17003)
+            ]
+        );
+    }
+
     #[test]
     fn primaries_serving_slots_only() {
         let nodes = "\
