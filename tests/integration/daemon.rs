@@ -381,11 +381,7 @@ async fn sweep_once_prints_the_plan_and_exits_by_outcome() {
     let url = ns.fresh_redis(svc).await;
     crate::support::fill_redis(&url, "tmp:", 4).await;
     crate::support::fill_redis(&url, "keep:", 12).await;
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = crate::support::redis_con(url.as_str()).await;
     let dir = daemon::tempdir();
     let mut env = daemon::env_for(svc, &ns, dir.path());
     env.push(("JANITOR_REDIS_POLICIES".into(), "tmp:*=delete".into()));

@@ -154,11 +154,7 @@ async fn sigterm_during_a_long_sweep_exits_in_time_with_the_audit_log_flushed() 
         .iter()
         .map(|r| count(r, "items") - count(r, "skipped") - count(r, "failed"))
         .sum();
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = crate::support::redis_con(url.as_str()).await;
     let left: usize = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
     let summary: Vec<String> = records
         .iter()

@@ -27,19 +27,7 @@ async fn run(state: &State, dry_run: bool) -> RunRecord {
 /// (tmp keys, keep keys) held by the node on `port`.
 async fn held(port: u16) -> (usize, usize) {
     let url = format!("redis://127.0.0.1:{port}/0");
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let mut count = async |pattern: &str| {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(pattern)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        keys.len()
-    };
+    let count = async |pattern| crate::support::count_keys(&url, pattern).await;
     (count("tmp:*").await, count("keep:*").await)
 }
 
@@ -164,11 +152,7 @@ async fn the_leader_lease_lives_on_the_primary_of_its_slot() {
     let mut holders = 0;
     for n in &nodes {
         let url = format!("redis://127.0.0.1:{}/0", n.port);
-        let mut con = redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut con = crate::support::redis_con(url.as_str()).await;
         let size: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
         holders += size;
     }

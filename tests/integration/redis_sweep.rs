@@ -54,11 +54,7 @@ async fn set(
 }
 
 async fn connect(url: &str) -> MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
+    crate::support::redis_con(url).await
 }
 
 /// Writes `key` with the value of `source` (any type) and an idle time of `idle` seconds.

@@ -177,11 +177,7 @@ async fn sweeps_over_mutual_tls_and_fails_on_an_unverified_server() {
     )
     .await;
     assert_eq!((r.outcome, r.deleted), (Outcome::Succeeded, 30), "{r:?}");
-    let mut con = redis::Client::open(plain.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = crate::support::redis_con(plain.as_str()).await;
     let left: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
     assert_eq!(left, 90);
 }

@@ -81,24 +81,6 @@ async fn wait_leader(ds: &[&Daemon], within: Duration) -> (usize, Duration) {
     }
 }
 
-async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn count(url: &str, pattern: &str) -> usize {
-    let mut con = redis(url).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(pattern)
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    keys.len()
-}
-
 async fn wait_for(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while !done().await {
@@ -128,7 +110,7 @@ async fn one_replica_sweeps_and_a_killed_leader_is_replaced_within_the_lease() {
     let (first, _) = wait_leader(&[&a, &b], Duration::from_secs(5)).await;
     let (mut leader, standby) = if first == 0 { (a, b) } else { (b, a) };
     wait_for("the leader sweeps", Duration::from_secs(10), async || {
-        count(&url, "tmp:*").await == 0
+        crate::support::count_keys(&url, "tmp:*").await == 0
     })
     .await;
 
@@ -185,7 +167,7 @@ async fn one_replica_sweeps_and_a_killed_leader_is_replaced_within_the_lease() {
     wait_for(
         "the new leader sweeps",
         Duration::from_secs(10),
-        async || count(&url, "tmp:*").await == 0,
+        async || crate::support::count_keys(&url, "tmp:*").await == 0,
     )
     .await;
     assert_eq!(audited_batches(&standby).len(), 1);
@@ -257,7 +239,7 @@ async fn a_leader_paused_past_its_lease_deletes_nothing_more() {
     wait_for(
         "A deletes its first batch",
         Duration::from_secs(30),
-        async || count(&url, "tmp:*").await < 10_000,
+        async || crate::support::count_keys(&url, "tmp:*").await < 10_000,
     )
     .await;
     a.signal("STOP");
@@ -298,7 +280,7 @@ async fn a_leader_paused_past_its_lease_deletes_nothing_more() {
     assert_eq!(role(&a).await, "standby");
     // B finishes the job on its own lease
     wait_for("B sweeps the rest", Duration::from_secs(30), async || {
-        count(&url, "tmp:*").await == 0
+        crate::support::count_keys(&url, "tmp:*").await == 0
     })
     .await;
     eprintln!("paused leader fenced; B took over after {b_took_over:?}");

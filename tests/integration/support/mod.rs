@@ -163,13 +163,28 @@ impl Namespace {
     }
 }
 
-/// `n` string keys `{prefix}{i}` in the Redis database at `url`, pipelined.
-pub async fn fill_redis(url: &str, prefix: &str, n: usize) {
-    let mut con = redis::Client::open(url)
+/// A connection to the Redis server at `url`.
+pub async fn redis_con(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
+        .unwrap()
+}
+
+/// How many keys of the Redis database at `url` match `pattern` (KEYS: small test data).
+pub async fn count_keys(url: &str, pattern: &str) -> usize {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut redis_con(url).await)
+        .await
         .unwrap();
+    keys.len()
+}
+
+/// `n` string keys `{prefix}{i}` in the Redis database at `url`, pipelined.
+pub async fn fill_redis(url: &str, prefix: &str, n: usize) {
+    let mut con = redis_con(url).await;
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
         for i in chunk {
