@@ -83,24 +83,67 @@ impl SweepError {
     }
 }
 
-/// A backend's sweep: plan everything, then apply batch by batch.
+/// A backend's sweep: plan everything, then apply batch by batch. Backends implement it
+/// with plain `async fn`s; the engine holds them as [`Sweeper`] objects, which every `Sweep`
+/// is.
+pub trait Sweep: Send + Sync + 'static {
+    /// The resource it sweeps.
+    const RESOURCE: Resource;
+
+    /// Plans the run: reads the store (and reference source), deletes nothing.
+    fn plan(&self, ctx: &SweepContext) -> impl Future<Output = Result<Plan, SweepError>> + Send;
+
+    /// Applies one batch of the plan. Must re-check what can have changed since planning
+    /// (a Redis key that got a TTL) and be idempotent (a batch may be retried).
+    fn apply(
+        &self,
+        batch: &Batch,
+        ctx: &SweepContext,
+    ) -> impl Future<Output = Result<Applied, SweepError>> + Send;
+
+    /// After the last batch of an applied run: facts for the run report (bytes freed, ...).
+    fn finish(&self, _ctx: &SweepContext) -> impl Future<Output = Vec<String>> + Send {
+        async { Vec::new() }
+    }
+}
+
+/// A [`Sweep`] as a trait object: the same methods, with boxed futures.
 pub trait Sweeper: Send + Sync + 'static {
     /// The resource it sweeps.
     fn resource(&self) -> Resource;
 
-    /// Plans the run: reads the store (and reference source), deletes nothing.
+    /// See [`Sweep::plan`].
     fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>>;
 
-    /// Applies one batch of the plan. Must re-check what can have changed since planning
-    /// (a Redis key that got a TTL) and be idempotent (a batch may be retried).
+    /// See [`Sweep::apply`].
     fn apply<'a>(
         &'a self,
         batch: &'a Batch,
         ctx: &'a SweepContext,
     ) -> BoxFuture<'a, Result<Applied, SweepError>>;
 
-    /// After the last batch of an applied run: facts for the run report (bytes freed, ...).
-    fn finish<'a>(&'a self, _ctx: &'a SweepContext) -> BoxFuture<'a, Vec<String>> {
-        Box::pin(async { Vec::new() })
+    /// See [`Sweep::finish`].
+    fn finish<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Vec<String>>;
+}
+
+impl<T: Sweep> Sweeper for T {
+    fn resource(&self) -> Resource {
+        T::RESOURCE
+    }
+
+    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>> {
+        Box::pin(Sweep::plan(self, ctx))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        batch: &'a Batch,
+        ctx: &'a SweepContext,
+    ) -> BoxFuture<'a, Result<Applied, SweepError>> {
+        Box::pin(Sweep::apply(self, batch, ctx))
+    }
+
+    fn finish<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Vec<String>> {
+        Box::pin(Sweep::finish(self, ctx))
     }
 }

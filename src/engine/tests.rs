@@ -3,13 +3,10 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
-
 use super::*;
 use crate::config::{Sources, load};
 use crate::plan::{Action, Batch, PlannedItem};
-use crate::sweep::Applied;
+use crate::sweep::{Applied, Sweep};
 
 /// Plans `batches` batches of `per_batch` deletions in a store of `store` items; fails
 /// applying batch number `fail_at` with `error`.
@@ -37,12 +34,10 @@ impl Fake {
     }
 }
 
-impl Sweeper for Fake {
-    fn resource(&self) -> Resource {
-        Resource::Redis
-    }
+impl Sweep for Fake {
+    const RESOURCE: Resource = Resource::Redis;
 
-    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>> {
+    async fn plan(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
         *self.seen_ttl.lock().unwrap() = Some(ctx.ttl);
         let mut plan = ctx.new_plan(Resource::Redis).unwrap();
         plan.store_items = self.store;
@@ -60,34 +55,27 @@ impl Sweeper for Fake {
             })
             .unwrap();
         }
-        async move { Ok(plan) }.boxed()
+        Ok(plan)
     }
 
-    fn apply<'a>(
-        &'a self,
-        batch: &'a Batch,
-        _: &'a SweepContext,
-    ) -> BoxFuture<'a, Result<Applied, SweepError>> {
-        async move {
-            let n = {
-                let mut applied = self.applied.lock().unwrap();
-                applied.push(batch.reason.clone());
-                applied.len()
-            };
-            if let Some((at, err)) = &self.fail_at
-                && *at == n
-            {
-                return Err(err.clone());
-            }
-            if let Some(cancel) = &self.cancel_after_first {
-                cancel.cancel();
-            }
-            Ok(Applied {
-                deleted: batch.items.len() as u64,
-                ..Applied::default()
-            })
+    async fn apply(&self, batch: &Batch, _: &SweepContext) -> Result<Applied, SweepError> {
+        let n = {
+            let mut applied = self.applied.lock().unwrap();
+            applied.push(batch.reason.clone());
+            applied.len()
+        };
+        if let Some((at, err)) = &self.fail_at
+            && *at == n
+        {
+            return Err(err.clone());
         }
-        .boxed()
+        if let Some(cancel) = &self.cancel_after_first {
+            cancel.cancel();
+        }
+        Ok(Applied {
+            deleted: batch.items.len() as u64,
+            ..Applied::default()
+        })
     }
 }
 

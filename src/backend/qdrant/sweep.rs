@@ -23,8 +23,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::value::Kind;
 use qdrant_client::qdrant::{
@@ -39,7 +37,7 @@ use crate::backend::mongo::Mongo;
 use crate::config::QdrantSweep;
 use crate::plan::{Action, Batch, Plan, PlannedItem};
 use crate::resource::Resource;
-use crate::sweep::{Applied, SweepContext, SweepError, Sweeper};
+use crate::sweep::{Applied, Sweep, SweepContext, SweepError};
 
 /// Document ids per MongoDB `$in` query.
 const MONGO_IN_MAX: usize = 1000;
@@ -561,25 +559,19 @@ fn push(
     plan.push(batch).map_err(SweepError::spool)
 }
 
-impl Sweeper for QdrantSweeper {
-    fn resource(&self) -> Resource {
-        Resource::Qdrant
+impl Sweep for QdrantSweeper {
+    const RESOURCE: Resource = Resource::Qdrant;
+
+    async fn plan(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
+        self.plan_inner(ctx).await
     }
 
-    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>> {
-        self.plan_inner(ctx).boxed()
+    async fn apply(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
+        self.apply_inner(batch, ctx).await
     }
 
-    fn apply<'a>(
-        &'a self,
-        batch: &'a Batch,
-        ctx: &'a SweepContext,
-    ) -> BoxFuture<'a, Result<Applied, SweepError>> {
-        self.apply_inner(batch, ctx).boxed()
-    }
-
-    fn finish<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Vec<String>> {
-        self.finish_inner(ctx).boxed()
+    async fn finish(&self, ctx: &SweepContext) -> Vec<String> {
+        self.finish_inner(ctx).await
     }
 }
 

@@ -19,8 +19,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +31,7 @@ use crate::config::RedisSweep;
 use crate::metrics::Metrics;
 use crate::plan::{Action, Batch, Plan, PlannedItem};
 use crate::resource::Resource;
-use crate::sweep::{Applied, SweepContext, SweepError, Sweeper};
+use crate::sweep::{Applied, Sweep, SweepContext, SweepError};
 
 const NAME: &str = "redis";
 /// OBJECT REFCOUNT of a shared object (OBJ_SHARED_REFCOUNT).
@@ -494,38 +492,29 @@ impl RedisSweeper {
     }
 }
 
-impl Sweeper for RedisSweeper {
-    fn resource(&self) -> Resource {
-        Resource::Redis
+impl Sweep for RedisSweeper {
+    const RESOURCE: Resource = Resource::Redis;
+
+    async fn plan(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
+        self.plan_inner(ctx).await
     }
 
-    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>> {
-        self.plan_inner(ctx).boxed()
-    }
-
-    fn apply<'a>(
-        &'a self,
-        batch: &'a Batch,
-        ctx: &'a SweepContext,
-    ) -> BoxFuture<'a, Result<Applied, SweepError>> {
-        self.apply_inner(batch, ctx).boxed()
+    async fn apply(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
+        self.apply_inner(batch, ctx).await
     }
 
     /// Under pressure, how many bytes the pass freed (used_memory before and after).
-    fn finish<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Vec<String>> {
-        async move {
-            let before = self.used_memory_before.load(Ordering::Relaxed);
-            if !ctx.priority.is_some_and(|p| p.is_pressure()) || before == 0 {
-                return Vec::new();
-            }
-            match self.redis.memory_and_size().await {
-                Ok((after, _)) => vec![format!(
-                    "freed {} bytes (used_memory {before} -> {after})",
-                    before.saturating_sub(after)
-                )],
-                Err(e) => vec![format!("used_memory after the pass unknown: {e}")],
-            }
+    async fn finish(&self, ctx: &SweepContext) -> Vec<String> {
+        let before = self.used_memory_before.load(Ordering::Relaxed);
+        if !ctx.priority.is_some_and(|p| p.is_pressure()) || before == 0 {
+            return Vec::new();
         }
-        .boxed()
+        match self.redis.memory_and_size().await {
+            Ok((after, _)) => vec![format!(
+                "freed {} bytes (used_memory {before} -> {after})",
+                before.saturating_sub(after)
+            )],
+            Err(e) => vec![format!("used_memory after the pass unknown: {e}")],
+        }
     }
 }

@@ -26,8 +26,6 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-use futures::FutureExt;
-use futures::future::BoxFuture;
 
 use super::dangling::DanglingMerge;
 use super::{Listing, S3};
@@ -37,7 +35,7 @@ use crate::config::S3Sweep;
 use crate::metrics::Metrics;
 use crate::plan::{Action, Batch, Plan, PlannedItem};
 use crate::resource::Resource;
-use crate::sweep::{Applied, SweepContext, SweepError, Sweeper};
+use crate::sweep::{Applied, Sweep, SweepContext, SweepError};
 
 const NAME: &str = "s3";
 /// AWS and MinIO refuse DeleteObjects with more keys than this.
@@ -375,24 +373,18 @@ impl S3Sweeper {
     }
 }
 
-impl Sweeper for S3Sweeper {
-    fn resource(&self) -> Resource {
-        Resource::S3
+impl Sweep for S3Sweeper {
+    const RESOURCE: Resource = Resource::S3;
+
+    async fn plan(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
+        self.plan_inner(ctx).await
     }
 
-    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>> {
-        self.plan_inner(ctx).boxed()
+    async fn apply(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
+        self.apply_inner(batch, ctx).await
     }
 
-    fn apply<'a>(
-        &'a self,
-        batch: &'a Batch,
-        ctx: &'a SweepContext,
-    ) -> BoxFuture<'a, Result<Applied, SweepError>> {
-        self.apply_inner(batch, ctx).boxed()
-    }
-
-    fn finish<'a>(&'a self, _ctx: &'a SweepContext) -> BoxFuture<'a, Vec<String>> {
+    async fn finish(&self, _ctx: &SweepContext) -> Vec<String> {
         let (again, fresh) = (
             self.rechecked.load(Ordering::Relaxed),
             self.not_rechecked.load(Ordering::Relaxed),
@@ -402,12 +394,11 @@ impl Sweeper for S3Sweeper {
             again + fresh,
             self.settings.recheck_after.as_secs()
         );
-        let notes = if again + fresh > 0 {
+        if again + fresh > 0 {
             vec![note]
         } else {
             Vec::new()
-        };
-        Box::pin(async move { notes })
+        }
     }
 }
 
