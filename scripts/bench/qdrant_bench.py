@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,18 +28,9 @@ import time
 
 from qdrant_client import QdrantClient, models
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-JANITOR = os.path.join(ROOT, "target", "release", "janitor")
+from common import ROOT, free_port, sweep_once
 SERVER = os.path.join(ROOT, "tests", "support", "qdrant_server.py")
 DIM = 8
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start_server(storage: str) -> tuple[subprocess.Popen, int]:
@@ -82,14 +71,7 @@ def janitor(port: int, name: str, workdir: str) -> tuple[float, int, str]:
         "JANITOR_AUDIT_LOG": os.path.join(workdir, "audit.jsonl"), "JANITOR_LOG_FORMAT": "json",
         "JANITOR_BACKEND_TIMEOUT_SECONDS": "120",
     }
-    started = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", JANITOR, "sweep", "--once", "--resource", "qdrant"],
-                          env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"janitor failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return wall, rss, proc.stdout.splitlines()[1].strip() if len(proc.stdout.splitlines()) > 1 else proc.stdout.strip()
+    return sweep_once("qdrant", env, workdir)
 
 
 def direct(client: QdrantClient, name: str, cutoff: float) -> float:

@@ -21,28 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import socket
-import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 import redis
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-JANITOR = os.path.join(ROOT, "target", "release", "janitor")
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from common import free_port, sweep_once
 
 
 class Server:
@@ -103,17 +90,7 @@ def run_janitor(port: int, workdir: str) -> tuple[float, int, str]:
         "JANITOR_AUDIT_LOG": os.path.join(workdir, "audit.jsonl"),
         "JANITOR_LOG_FORMAT": "json",
     }
-    started = time.perf_counter()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-v", JANITOR, "sweep", "--once", "--resource", "redis"],
-        env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"janitor failed: {proc.stdout[:2000]}\n{proc.stderr[-2000:]}")
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    lines = proc.stdout.splitlines()
-    summary = lines[1].strip() if len(lines) > 1 else ""
-    return wall, rss, summary
+    return sweep_once("redis", env, workdir)
 
 
 def run_cli(port: int) -> float:

@@ -23,7 +23,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,17 +33,8 @@ import boto3
 import pymongo
 from botocore.config import Config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-JANITOR = os.path.join(ROOT, "target", "release", "janitor")
+from common import free_port, sweep_once
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Garage:
@@ -178,14 +168,7 @@ def janitor(garage: Garage, mongo_uri: str, bucket: str, workdir: str) -> tuple[
         "JANITOR_AUDIT_LOG": os.path.join(workdir, "audit.jsonl"), "JANITOR_LOG_FORMAT": "json",
         "JANITOR_BACKEND_TIMEOUT_SECONDS": "30",
     }
-    started = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", JANITOR, "sweep", "--once", "--resource", "s3"],
-                          env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"janitor failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return wall, rss, proc.stdout.splitlines()[1].strip()
+    return sweep_once("s3", env, workdir)
 
 
 def rclone(garage: Garage, bucket: str, workdir: str) -> float:

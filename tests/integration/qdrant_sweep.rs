@@ -16,7 +16,7 @@ use resource_janitor::backend::qdrant::sweep::QdrantSweeper;
 use resource_janitor::config::Settings;
 use resource_janitor::engine::RunRequest;
 use resource_janitor::resource::{Priority, Resource};
-use resource_janitor::runs::{Outcome, RunRecord, Trigger};
+use resource_janitor::runs::{Outcome, RunRecord};
 use resource_janitor::sweep::Sweeper;
 
 use crate::require_services;
@@ -146,13 +146,10 @@ async fn run(
     priority: Option<Priority>,
 ) -> (RunRecord, Option<resource_janitor::plan::Plan>) {
     let req = RunRequest {
-        id: None,
-        resource: Resource::Qdrant,
-        trigger: Trigger::Cli,
-        dry_run,
         priority,
+        ..support::cli_request(Resource::Qdrant, dry_run)
     };
-    let r = state.engine.run(req, SystemTime::now()).await;
+    let r = support::run_once(state, req).await;
     (r.record, r.plan)
 }
 
@@ -490,18 +487,7 @@ async fn server_stopped_mid_pass_fails_the_run_then_recovers_and_a_deleted_colle
         Duration::from_secs(24 * HOUR),
         state.settings.budgets.qdrant_points,
     );
-    let ctx = resource_janitor::sweep::SweepContext {
-        now: SystemTime::now(),
-        ttl: Duration::from_secs(24 * HOUR),
-        dry_run: false,
-        priority: None,
-        cap: resource_janitor::plan::Cap {
-            max_fraction: 1.0,
-            max_count: 1000,
-        },
-        cancel: tokio_util::sync::CancellationToken::new(),
-        spool_dir: dir.path().to_path_buf(),
-    };
+    let ctx = crate::support::sweep_ctx(Duration::from_secs(24 * HOUR), dir.path());
     let mut plan = sweeper.plan(&ctx).await.unwrap();
     assert_eq!(plan.deletions(), 60);
     server.kill();

@@ -2,26 +2,18 @@
 //! primary is scanned, each batch is applied on the primary that holds its keys, the
 //! monitor's figures add up the primaries, and the dry run plans what the run deletes.
 
-use std::time::SystemTime;
-
 use resource_janitor::app::State;
-use resource_janitor::engine::RunRequest;
 use resource_janitor::resource::Resource;
-use resource_janitor::runs::{Outcome, RunRecord, Trigger};
+use resource_janitor::runs::{Outcome, RunRecord};
 use serde_json::Value;
 
 use crate::require_services;
 use crate::support::{self, process};
 
 async fn run(state: &State, dry_run: bool) -> RunRecord {
-    let req = RunRequest {
-        id: None,
-        resource: Resource::Redis,
-        trigger: Trigger::Cli,
-        dry_run,
-        priority: None,
-    };
-    state.engine.run(req, SystemTime::now()).await.record
+    support::run_once(state, support::cli_request(Resource::Redis, dry_run))
+        .await
+        .record
 }
 
 /// (tmp keys, keep keys) held by the node on `port`.

@@ -2,20 +2,17 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use resource_janitor::app::State;
 use resource_janitor::config::{Settings, Sources, load};
-use resource_janitor::engine::RunRequest;
-use resource_janitor::plan::Cap;
 use resource_janitor::resource::Resource;
-use resource_janitor::runs::{Outcome, Trigger};
-use resource_janitor::sweep::{SweepContext, Sweeper};
-use tokio_util::sync::CancellationToken;
+use resource_janitor::runs::Outcome;
+use resource_janitor::sweep::Sweeper;
 
 use crate::require_services;
-use crate::support::{Namespace, process};
+use crate::support::{self, Namespace, process};
 
 const POLICIES: &str =
     "doc_segments:*=expire:1h;chunk:*=delete_idle:1h;session:*=delete_idle:24h;tmp:*=delete";
@@ -164,21 +161,9 @@ async fn pttl(con: &mut MultiplexedConnection, key: &[u8]) -> i64 {
     redis::cmd("PTTL").arg(key).query_async(con).await.unwrap()
 }
 
-fn request(dry_run: bool) -> RunRequest {
-    RunRequest {
-        id: None,
-        resource: Resource::Redis,
-        trigger: Trigger::Cli,
-        dry_run,
-        priority: None,
-    }
-}
-
 /// One run of the engine as of now; its record.
 async fn run(state: &State, dry_run: bool) -> resource_janitor::runs::RunRecord {
-    state
-        .engine
-        .run(request(dry_run), SystemTime::now())
+    support::run_once(state, support::cli_request(Resource::Redis, dry_run))
         .await
         .record
 }
@@ -195,7 +180,7 @@ async fn mixed_data_set_exact_outcome_and_dry_run_matches() {
         .await
         .unwrap();
 
-    let dry = state.engine.run(request(true), SystemTime::now()).await;
+    let dry = support::run_once(&state, support::cli_request(Resource::Redis, true)).await;
     assert_eq!(
         dry.record.outcome,
         Outcome::DryRun,
@@ -224,7 +209,7 @@ async fn mixed_data_set_exact_outcome_and_dry_run_matches() {
         .map(|i| i.id.clone())
         .collect();
 
-    let real = state.engine.run(request(false), SystemTime::now()).await;
+    let real = support::run_once(&state, support::cli_request(Resource::Redis, false)).await;
     let r = &real.record;
     assert_eq!(r.outcome, Outcome::Succeeded, "{:?}", r.message);
     let applied: BTreeSet<String> = real
@@ -305,18 +290,7 @@ async fn a_key_changed_between_scan_and_action_survives() {
         settings.redis_sweep.clone(),
         None,
     );
-    let ctx = SweepContext {
-        now: SystemTime::now(),
-        ttl: Duration::from_secs(3600),
-        dry_run: false,
-        priority: None,
-        cap: Cap {
-            max_fraction: 1.0,
-            max_count: 1000,
-        },
-        cancel: CancellationToken::new(),
-        spool_dir: dir.path().to_path_buf(),
-    };
+    let ctx = crate::support::sweep_ctx(Duration::from_secs(3600), dir.path());
     let mut plan = sweeper.plan(&ctx).await.unwrap();
     let items = plan.items().unwrap();
     let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();

@@ -5,12 +5,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::SystemTime;
 
 use resource_janitor::app::State;
-use resource_janitor::engine::RunRequest;
 use resource_janitor::resource::Resource;
-use resource_janitor::runs::{Outcome, RunRecord, Trigger};
+use resource_janitor::runs::{Outcome, RunRecord};
 
 use crate::require_services;
 use crate::support::process::{self, free_port};
@@ -101,14 +99,9 @@ async fn sweep(pairs: &[(String, String)], audit: &Path) -> RunRecord {
         .collect();
     let settings = support::settings(&pairs, audit, &[]);
     let state = State::new(settings).await.unwrap();
-    let req = RunRequest {
-        id: None,
-        resource: Resource::Redis,
-        trigger: Trigger::Cli,
-        dry_run: false,
-        priority: None,
-    };
-    state.engine.run(req, SystemTime::now()).await.record
+    support::run_once(&state, support::cli_request(Resource::Redis, false))
+        .await
+        .record
 }
 
 #[tokio::test]

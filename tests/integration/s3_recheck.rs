@@ -4,13 +4,12 @@
 //! objects), made once they are older, and then it saves an object whose document was
 //! written after planning.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use mongodb::bson::doc;
 use resource_janitor::backend::{mongo::Mongo, s3::S3, s3::sweep::S3Sweeper};
-use resource_janitor::plan::Cap;
-use resource_janitor::sweep::{SweepContext, Sweeper};
+use resource_janitor::sweep::Sweeper;
 
 use crate::require_services;
 use crate::smoke::s3_client;
@@ -22,18 +21,7 @@ async fn sweep(
     dir: &std::path::Path,
     between: impl AsyncFnOnce(),
 ) -> (u64, Vec<String>, Vec<String>) {
-    let ctx = SweepContext {
-        now: SystemTime::now(),
-        ttl: Duration::from_millis(500),
-        dry_run: false,
-        priority: None,
-        cap: Cap {
-            max_fraction: 1.0,
-            max_count: 1000,
-        },
-        cancel: tokio_util::sync::CancellationToken::new(),
-        spool_dir: dir.to_path_buf(),
-    };
+    let ctx = crate::support::sweep_ctx(Duration::from_millis(500), dir);
     let mut plan = sweeper.plan(&ctx).await.unwrap();
     between().await;
     let (mut deleted, mut skipped) = (0, Vec::new());

@@ -9,9 +9,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use mongodb::bson::{Document, doc};
 use resource_janitor::app::State;
 use resource_janitor::config::Settings;
-use resource_janitor::engine::RunRequest;
 use resource_janitor::resource::Resource;
-use resource_janitor::runs::{Outcome, Trigger};
+use resource_janitor::runs::Outcome;
 use resource_janitor::sweep::Sweeper;
 
 use crate::require_services;
@@ -127,21 +126,22 @@ async fn seed(garage: &Server, docs: &mongodb::Collection<Document>) -> BTreeSet
     expected
 }
 
-fn request(dry_run: bool) -> RunRequest {
-    RunRequest {
-        id: None,
-        resource: Resource::S3,
-        trigger: Trigger::Cli,
-        dry_run,
-        priority: None,
-    }
+/// The daemon's state over [`settings`].
+async fn state(
+    garage: &Server,
+    mongo_uri: &str,
+    db: &str,
+    audit: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> Arc<State> {
+    State::new(settings(garage, mongo_uri, db, audit, extra))
+        .await
+        .unwrap()
 }
 
 /// One run of the engine as of now; its record.
 async fn run(state: &State, dry_run: bool) -> resource_janitor::runs::RunRecord {
-    state
-        .engine
-        .run(request(dry_run), SystemTime::now())
+    support::run_once(state, support::cli_request(Resource::S3, dry_run))
         .await
         .record
 }
@@ -163,17 +163,16 @@ async fn deletes_exactly_the_old_unreferenced_objects_and_dry_run_matches() {
     let expected = seed(&garage, &docs).await;
     let before = list(&garage).await;
     let dir = tempfile::tempdir().unwrap();
-    let state = State::new(settings(
+    let state = state(
         &garage,
         svc.get("MONGODB_URI"),
         &ns.mongo_db(),
         &dir.path().join("a.jsonl"),
         &[],
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
 
-    let dry = state.engine.run(request(true), SystemTime::now()).await;
+    let dry = support::run_once(&state, support::cli_request(Resource::S3, true)).await;
     assert_eq!(
         dry.record.outcome,
         Outcome::DryRun,
@@ -202,7 +201,7 @@ async fn deletes_exactly_the_old_unreferenced_objects_and_dry_run_matches() {
         dry.record.notes
     );
 
-    let real = state.engine.run(request(false), SystemTime::now()).await;
+    let real = support::run_once(&state, support::cli_request(Resource::S3, false)).await;
     assert_eq!(
         real.record.outcome,
         Outcome::Succeeded,
@@ -287,18 +286,7 @@ async fn mongo_down_means_zero_deletions_failed_closed() {
         settings.s3_sweep.clone(),
         None,
     );
-    let ctx = resource_janitor::sweep::SweepContext {
-        now: SystemTime::now(),
-        ttl: Duration::from_secs(7 * 86_400),
-        dry_run: false,
-        priority: None,
-        cap: resource_janitor::plan::Cap {
-            max_fraction: 1.0,
-            max_count: 1000,
-        },
-        cancel: tokio_util::sync::CancellationToken::new(),
-        spool_dir: dir.path().to_path_buf(),
-    };
+    let ctx = crate::support::sweep_ctx(Duration::from_secs(7 * 86_400), dir.path());
     let mut plan = sweeper.plan(&ctx).await.unwrap();
     assert_eq!(plan.deletions(), expected.len() as u64);
     mongo.kill();
@@ -342,15 +330,14 @@ async fn empty_reference_collection_is_refused_unless_allowed() {
     process::set_clock(&garage, "+0");
     let dir = tempfile::tempdir().unwrap();
     let uri = svc.get("MONGODB_URI");
-    let state = State::new(settings(
+    let state = state(
         &garage,
         uri,
         &ns.mongo_db(),
         &dir.path().join("a.jsonl"),
         &[],
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
     let r = run(&state, false).await;
     assert_eq!(r.outcome, Outcome::FailedClosed);
     assert!(r.message.unwrap().contains("empty or missing"));
@@ -410,15 +397,14 @@ async fn more_than_a_page_and_the_cap() {
     );
     assert_eq!(list(&garage).await.len(), 1100);
 
-    let state = State::new(settings(
+    let state = state(
         &garage,
         uri,
         &ns.mongo_db(),
         &dir.path().join("a.jsonl"),
         &[],
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
     let r = run(&state, false).await;
     assert_eq!(
         (r.outcome, r.store_items, r.deleted),

@@ -197,6 +197,48 @@ pub async fn fill_redis(url: &str, prefix: &str, n: usize) {
     }
 }
 
+/// A run of `resource` asked from the command line, no priority.
+pub fn cli_request(
+    resource: resource_janitor::resource::Resource,
+    dry_run: bool,
+) -> resource_janitor::engine::RunRequest {
+    resource_janitor::engine::RunRequest {
+        id: None,
+        resource,
+        trigger: resource_janitor::runs::Trigger::Cli,
+        dry_run,
+        priority: None,
+    }
+}
+
+/// One run of the engine as of now.
+pub async fn run_once(
+    state: &resource_janitor::app::State,
+    req: resource_janitor::engine::RunRequest,
+) -> resource_janitor::engine::RunResult {
+    state.engine.run(req, std::time::SystemTime::now()).await
+}
+
+/// A context for driving a sweeper by hand: now, `ttl`, not a dry run, a cap of 1000
+/// items (any fraction), plans spooled in `spool_dir`.
+pub fn sweep_ctx(
+    ttl: std::time::Duration,
+    spool_dir: &std::path::Path,
+) -> resource_janitor::sweep::SweepContext {
+    resource_janitor::sweep::SweepContext {
+        now: std::time::SystemTime::now(),
+        ttl,
+        dry_run: false,
+        priority: None,
+        cap: resource_janitor::plan::Cap {
+            max_fraction: 1.0,
+            max_count: 1000,
+        },
+        cancel: tokio_util::sync::CancellationToken::new(),
+        spool_dir: spool_dir.to_path_buf(),
+    }
+}
+
 /// Validated settings from `pairs`, with the audit log at `audit` and `extra` on top.
 pub fn settings(
     pairs: &[(&str, &str)],
