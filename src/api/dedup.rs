@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{Api, ApiError, MAX_BODY};
+use super::{Api, ApiError, small_body};
 use crate::dedup::hash::{self, HashError};
 use crate::dedup::{DedupError, DedupIndex, Registered};
 
@@ -44,14 +44,7 @@ fn sha256(text: &str) -> Result<String, ApiError> {
 
 /// A small JSON body: 413 over [`MAX_BODY`], 400 when it does not parse.
 fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(MAX_BODY as u64)
-        } else {
-            ApiError::BadRequest(r.body_text())
-        }
-    })?;
-    serde_json::from_slice(&body)
+    serde_json::from_slice(&small_body(body)?)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 

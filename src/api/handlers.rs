@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Api, ApiError, MAX_BODY};
+use super::{Api, ApiError, small_body};
 use crate::engine::{RunRequest, run_id};
 use crate::resource::{Priority, Resource};
 use crate::runs::Trigger;
@@ -150,16 +150,7 @@ pub async fn cleanup(
                 .into(),
         ));
     }
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(MAX_BODY as u64)
-        } else {
-            ApiError::BadRequest(r.body_text())
-        }
-    })?;
-    if body.len() > MAX_BODY {
-        return Err(ApiError::TooLarge(MAX_BODY as u64));
-    }
+    let body = small_body(body)?;
     let request: CleanupBody = if body.iter().all(u8::is_ascii_whitespace) {
         CleanupBody {
             resource_type: None,

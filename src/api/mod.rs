@@ -28,6 +28,23 @@ pub use ratelimit::RateLimiter;
 /// Largest request body, bytes.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// A small request body: 413 over [`MAX_BODY`], 400 when it cannot be read.
+pub(super) fn small_body(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::body::Bytes, ApiError> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(MAX_BODY as u64)
+        } else {
+            ApiError::BadRequest(r.body_text())
+        }
+    })?;
+    if body.len() > MAX_BODY {
+        return Err(ApiError::TooLarge(MAX_BODY as u64));
+    }
+    Ok(body)
+}
+
 /// An API error, answered as JSON with its status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -108,8 +108,13 @@ impl Redis {
     /// `used_memory` (bytes, from `INFO memory`) and `DBSIZE`, summed over the primaries of
     /// a cluster.
     pub async fn memory_and_size(&self) -> Result<(u64, u64), BackendError> {
+        Self::memory_and_size_of(&self.shards().await?).await
+    }
+
+    /// `used_memory` and `DBSIZE` summed over `shards` (from [`Redis::shards`]).
+    pub async fn memory_and_size_of(shards: &[Redis]) -> Result<(u64, u64), BackendError> {
         let (mut used, mut size) = (0, 0);
-        for shard in self.shards().await? {
+        for shard in shards {
             let (u, s) = shard.node_memory_and_size().await?;
             used += u;
             size += s;

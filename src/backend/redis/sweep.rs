@@ -195,7 +195,7 @@ impl RedisSweeper {
         let shards = self.redis.shards().await?;
         *self.shards() = shards.clone();
         let mut plan = ctx.new_plan(Resource::Redis)?;
-        let (used, dbsize) = self.redis.memory_and_size().await?;
+        let (used, dbsize) = Redis::memory_and_size_of(&shards).await?;
         plan.store_items = dbsize;
         self.used_memory_before.store(used, Ordering::Relaxed);
         let policies = self.policies(ctx);
