@@ -239,6 +239,7 @@ impl Engine {
                     break;
                 }
             }
+            let mut interrupted = None;
             let (failed, skipped) = if record.dry_run {
                 (Vec::new(), Vec::new())
             } else {
@@ -249,6 +250,7 @@ impl Engine {
                         record.skipped += applied.skipped.len() as u64;
                         record.failed += applied.failed.len() as u64;
                         record.notes.extend(applied.notes);
+                        interrupted = applied.interrupted;
                         (applied.failed, applied.skipped)
                     }
                     Err(e) => {
@@ -270,6 +272,10 @@ impl Engine {
                 // no trail, no deletions: stop here
                 record.outcome = Outcome::Failed;
                 record.message = Some(e.to_string());
+                break;
+            }
+            if let Some(e) = interrupted {
+                fail(record, &e);
                 break;
             }
         }

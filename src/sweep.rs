@@ -39,10 +39,23 @@ impl SweepContext {
     pub fn new_plan(&self, resource: Resource) -> Result<Plan, SweepError> {
         Plan::new(resource, self.ttl, &self.spool_dir).map_err(SweepError::spool)
     }
+
+    /// The pacing pause between two batches: `pause`, cut short by shutdown. A zero pause
+    /// does not wait at all (a zero `sleep` would still wait for the timer's next tick,
+    /// a millisecond, which adds up over thousands of batches).
+    pub async fn pause(&self, pause: Duration) {
+        if pause.is_zero() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = self.cancel.cancelled() => {}
+        }
+    }
 }
 
 /// What applying one batch did.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Applied {
     /// Items removed.
     pub deleted: u64,
@@ -55,6 +68,10 @@ pub struct Applied {
     pub failed: Vec<String>,
     /// Backend facts worth reporting (bytes freed, ...).
     pub notes: Vec<String>,
+    /// The batch stopped partway on this error: what is counted above was applied, the
+    /// items not reached are in `failed`. The engine audits the batch as it is, then ends
+    /// the run with the error (so a deletion is never left out of the audit log).
+    pub interrupted: Option<SweepError>,
 }
 
 /// Why a sweep could not go on. The variant decides the run's outcome.

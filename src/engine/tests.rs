@@ -15,6 +15,8 @@ struct Fake {
     batches: usize,
     per_batch: usize,
     fail_at: Option<(usize, SweepError)>,
+    /// Batch number whose apply stops after its first two items (the connection broke).
+    interrupt_at: Option<usize>,
     cancel_after_first: Option<CancellationToken>,
     applied: Mutex<Vec<String>>,
     seen_ttl: Mutex<Option<Duration>>,
@@ -27,6 +29,7 @@ impl Fake {
             batches,
             per_batch,
             fail_at: None,
+            interrupt_at: None,
             cancel_after_first: None,
             applied: Mutex::default(),
             seen_ttl: Mutex::default(),
@@ -68,6 +71,17 @@ impl Sweep for Fake {
             && *at == n
         {
             return Err(err.clone());
+        }
+        if self.interrupt_at == Some(n) {
+            return Ok(Applied {
+                deleted: 2,
+                failed: batch.items[2..].iter().map(|i| i.id.clone()).collect(),
+                interrupted: Some(SweepError::Backend(crate::backend::BackendError::request(
+                    "redis",
+                    "connection reset",
+                ))),
+                ..Applied::default()
+            });
         }
         if let Some(cancel) = &self.cancel_after_first {
             cancel.cancel();
@@ -242,6 +256,25 @@ async fn backend_failure_is_failed_not_closed() {
         .record;
     assert_eq!(r.outcome, Outcome::Failed);
     assert_eq!(r.message.as_deref(), Some("redis: broken pipe"));
+}
+
+#[tokio::test]
+async fn a_batch_interrupted_partway_is_audited_then_ends_the_run() {
+    let mut fake = Fake::new(100, 3, 5);
+    fake.interrupt_at = Some(2);
+    let h = harness(fake, &[], CancellationToken::new());
+    let r = h
+        .engine
+        .run(request(false, None), SystemTime::now())
+        .await
+        .record;
+    assert_eq!(r.outcome, Outcome::Failed);
+    assert_eq!(r.message.as_deref(), Some("redis: connection reset"));
+    assert_eq!((r.deleted, r.failed), (5 + 2, 3));
+    assert_eq!(h.fake.applied.lock().unwrap().len(), 2, "no batch after it");
+    let audit = audit_lines(&h);
+    assert_eq!(audit.len(), 2, "the interrupted batch is in the audit log");
+    assert_eq!(audit[1]["failed"].as_array().unwrap().len(), 3);
 }
 
 #[tokio::test]
