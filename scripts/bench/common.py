@@ -20,11 +20,11 @@ def free_port() -> int:
     return port
 
 
-def sweep_once(resource: str, env: dict[str, str], workdir: str) -> tuple[float, int, str]:
-    """`janitor sweep --once --resource R` under /usr/bin/time: wall seconds, peak RSS (KiB),
-    and the run's one-line summary."""
+def sweep_once(resource: str, env: dict[str, str], workdir: str, nice: int = 0) -> tuple[float, int, str]:
+    """`janitor sweep --once --resource R` under /usr/bin/time (and `nice -n NICE`): wall
+    seconds, peak RSS (KiB), and the run's one-line summary."""
     started = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", JANITOR, "sweep", "--once", "--resource", resource],
+    proc = subprocess.run(["/usr/bin/time", "-v", "nice", "-n", str(nice), JANITOR, "sweep", "--once", "--resource", resource],
                           env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:

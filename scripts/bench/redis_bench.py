@@ -7,13 +7,15 @@ Each contender gets an identical, freshly seeded data set on a private redis-ser
   N/4 `cache:protected:{i}`  no TTL, idle, JANITOR_REDIS_PROTECT       -> left alone by the janitor
 
 Contenders:
-  janitor  `janitor sweep --once --resource redis` (policy cache:*=delete_idle:1h): SCAN,
-           PTTL + OBJECT IDLETIME + REFCOUNT per key, atomic re-check + UNLINK per key
+  janitor  `janitor sweep --once --resource redis` (policy cache:*=delete_idle:1h, SCAN
+           COUNT 1000, unpaced): SCAN, PTTL + OBJECT IDLETIME + REFCOUNT per key, atomic
+           re-check + UNLINK per key
   cli      `redis-cli --scan --pattern 'cache:*' | xargs -n 1000 redis-cli unlink`
            (no checks at all: it also deletes the TTL'd and protected keys)
   seed     seed 003's algorithm in redis-py: scan_iter, TTL per key, DELETE per key
 
-While the janitor runs, a GET loop measures latency next to its baseline without a sweep.
+While the janitor runs, a GET loop measures latency next to its baseline without a sweep,
+once with the janitor at nice 0 and once at nice 10 (as systemd/janitor.service runs it).
 Peak RSS of the janitor comes from /usr/bin/time -v, at N and at N/10 (flat or not).
 """
 
@@ -76,7 +78,7 @@ def seed(r: redis.Redis, n: int) -> None:
     assert r.dbsize() == half + 2 * quarter
 
 
-def run_janitor(port: int, workdir: str) -> tuple[float, int, str]:
+def run_janitor(port: int, workdir: str, nice: int = 0) -> tuple[float, int, str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "REDIS_URL": f"redis://127.0.0.1:{port}/0",
@@ -90,7 +92,7 @@ def run_janitor(port: int, workdir: str) -> tuple[float, int, str]:
         "JANITOR_AUDIT_LOG": os.path.join(workdir, "audit.jsonl"),
         "JANITOR_LOG_FORMAT": "json",
     }
-    return sweep_once("redis", env, workdir)
+    return sweep_once("redis", env, workdir, nice)
 
 
 def run_cli(port: int) -> float:
@@ -164,6 +166,9 @@ def main() -> None:
         base50, base99, base_n, _ = latency(server.port, lambda: time.sleep(3))
         seed(server.client, n)
         p50, p99, samples, _ = latency(server.port, lambda: run_janitor(server.port, workdir))
+        # as the systemd unit runs it (Nice=10): the GET loop gets the CPU first
+        seed(server.client, n)
+        n50, n99, n_samples, _ = latency(server.port, lambda: run_janitor(server.port, workdir, nice=10))
 
         seed(server.client, n)
         cli = run_cli(server.port)
@@ -184,7 +189,8 @@ def main() -> None:
         print(f"GET latency p50/p99 (a redis-py loop on its own connection; 2 cores shared by "
               f"redis-server, the janitor and the loop): ", end="")
         print(f"baseline {base50:.3f}/{base99:.3f} ms ({base_n} GETs), "
-              f"during the sweep {p50:.3f}/{p99:.3f} ms ({samples} GETs)")
+              f"during the sweep {p50:.3f}/{p99:.3f} ms ({samples} GETs), "
+              f"during the sweep at nice 10 (systemd/janitor.service) {n50:.3f}/{n99:.3f} ms ({n_samples} GETs)")
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

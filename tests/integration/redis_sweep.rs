@@ -461,3 +461,50 @@ async fn acl_user_and_password_from_the_url() {
     let message = r.message.unwrap();
     assert!(!message.contains("wrong-pass-77aa"), "{message}");
 }
+
+#[tokio::test]
+async fn the_unlink_script_checks_each_key_and_counts_a_repeated_key_once() {
+    use resource_janitor::backend::redis::sweep::UNLINK_IF_STILL_IDLE;
+    let svc = require_services!();
+    let ns = Namespace::new("redis-script");
+    let url = ns.fresh_redis(svc).await;
+    let mut con = connect(&url).await;
+    set(&mut con, "gone:a", "v").await;
+    set(&mut con, "kept:ttl", "v").await;
+    let _: () = redis::cmd("EXPIRE")
+        .arg("kept:ttl")
+        .arg(600)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    set(&mut con, "gone:b", "v").await;
+    // no idle limit (a `delete` policy): keys without TTL go, a key given twice counts once,
+    // a missing key is left alone
+    let out: Vec<i64> = redis::cmd("EVAL")
+        .arg(UNLINK_IF_STILL_IDLE)
+        .arg(0)
+        .arg(0)
+        .arg(&["gone:a", "kept:ttl", "gone:a", "missing", "gone:b"])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(out, [1, 0, 0, 0, 1]);
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(left, ["kept:ttl"]);
+    // an idle limit: a key just written is not idle and stays
+    set(&mut con, "fresh", "v").await;
+    let out: Vec<i64> = redis::cmd("EVAL")
+        .arg(UNLINK_IF_STILL_IDLE)
+        .arg(0)
+        .arg(3600)
+        .arg("fresh")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(out, [0]);
+    assert_eq!(pttl(&mut con, b"fresh").await, -1);
+}

@@ -73,14 +73,20 @@ impl Redis {
         if let Some(con) = slot.as_ref() {
             return Ok(con.clone());
         }
+        let con = self.new_connection().await?;
+        *slot = Some(con.clone());
+        Ok(con)
+    }
+
+    /// A connection of its own (not shared with [`Redis::connection`]'s users): replies on
+    /// it never queue behind theirs.
+    pub async fn new_connection(&self) -> Result<ConnectionManager, BackendError> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1);
         let manager = ConnectionManager::new_with_config(self.client.clone(), config);
-        let con = timed(NAME, self.timeout, manager).await?;
-        *slot = Some(con.clone());
-        Ok(con)
+        timed(NAME, self.timeout, manager).await
     }
 
     /// `host:port` of this cluster primary (`None` for a standalone server).

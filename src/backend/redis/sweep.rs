@@ -1,14 +1,18 @@
 //! The Redis sweeper: keys without TTL, by policy, with SCAN, pipelines and UNLINK.
 //!
-//! Planning walks each policy's pattern with `SCAN MATCH COUNT [TYPE]` and, per batch, reads
-//! each key's `PTTL` (plus `OBJECT IDLETIME` and `OBJECT REFCOUNT` for idle policies) with a
-//! read-only script, one call per hundred keys ([`KEY_FACTS`]). Applying re-checks every key
-//! atomically in the command that acts on it: `EXPIRE key ttl NX` (pipelined) only sets a
-//! TTL where there is none, and [`UNLINK_IF_STILL_IDLE`] (one call per hundred keys) unlinks
-//! only a key that still has no TTL and is still idle. So a key that got a TTL, or was read,
-//! between SCAN and action survives; SCAN returning a key twice is harmless. Scripts go one
-//! per round trip, never pipelined: the server then serves the application's commands
-//! between two of them, which keeps its latency low during a sweep.
+//! Planning walks each policy's pattern with `SCAN MATCH COUNT [TYPE]` and reads each key's
+//! `PTTL` (plus `OBJECT IDLETIME` and `OBJECT REFCOUNT` for idle policies and keys without
+//! TTL) with plain pipelined reads. Applying re-checks every key atomically in the command
+//! that acts on it: `EXPIRE key ttl NX` (pipelined) only sets a TTL where there is none, and
+//! [`UNLINK_IF_STILL_IDLE`] (one call per hundred keys) unlinks only a key that still has no
+//! TTL and is still idle. So a key that got a TTL, or was read, between SCAN and action
+//! survives; SCAN returning a key twice is harmless.
+//!
+//! Throughput comes from never letting the server wait for a round trip, latency from never
+//! handing it a long block of work: SCAN runs a page or two ahead on a connection of its
+//! own, two pages' reads are in flight at once, and the scripts go one per call, two in
+//! flight, never as a pipeline of them. The server then serves the application's commands
+//! between any two of them. The largest block left is one `SCAN COUNT` call.
 //!
 //! Two server facts shape it: under an LFU `maxmemory-policy` `OBJECT IDLETIME` is refused,
 //! so idle policies fall back to `expire` (said once); and small integers are shared objects
@@ -19,6 +23,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,55 +44,97 @@ const SHARED_REFCOUNT: i64 = i32::MAX as i64;
 
 /// For each key in ARGV[2..]: unlinks it only if it has no TTL and, when ARGV[1] > 0, has
 /// been idle that many seconds (and is not a shared integer). Returns 1 (unlinked) or 0
-/// (left alone) per key. Each key's check and unlink are one atomic step. Keys are passed as
-/// arguments, not KEYS, so one call may touch keys of several slots on a cluster node
-/// (see [`super::cluster`]).
+/// (left alone) per key; a key given twice counts once. The checks and the one UNLINK of
+/// every key that passed them (one per key on a cluster node, which refuses an UNLINK over
+/// several slots) are one atomic step. Keys are passed as arguments, not KEYS,
+/// so one call may touch keys of several slots on a cluster node (see [`super::cluster`]).
 pub const UNLINK_IF_STILL_IDLE: &str = r#"
 local limit = tonumber(ARGV[1])
-local out = {}
+local out, doomed, seen = {}, {}, {}
 for i = 2, #ARGV do
   local key = ARGV[i]
   local r = 0
-  if redis.call('PTTL', key) == -1 then
+  if not seen[key] and redis.call('PTTL', key) == -1 then
     if limit == 0 or (redis.call('OBJECT', 'REFCOUNT', key) ~= 2147483647
         and redis.call('OBJECT', 'IDLETIME', key) >= limit) then
-      r = redis.call('UNLINK', key)
+      r = 1
+      doomed[#doomed + 1] = key
     end
   end
+  seen[key] = true
   out[i - 1] = r
 end
-return out
-"#;
-
-/// For each key in ARGV[2..]: its PTTL and, when ARGV[1] is "1", its OBJECT IDLETIME and
-/// OBJECT REFCOUNT (asked only for keys without TTL; 0 otherwise). Read-only. Under an LFU
-/// policy OBJECT IDLETIME fails, and the error says "LFU".
-pub const KEY_FACTS: &str = r#"
-local idle = ARGV[1] == '1'
-local out = {}
-for i = 2, #ARGV do
-  local key = ARGV[i]
-  local pttl = redis.call('PTTL', key)
-  out[#out + 1] = pttl
-  if idle then
-    if pttl == -1 then
-      out[#out + 1] = redis.call('OBJECT', 'IDLETIME', key)
-      out[#out + 1] = redis.call('OBJECT', 'REFCOUNT', key)
-    else
-      out[#out + 1] = 0
-      out[#out + 1] = 0
-    end
+if #doomed > 0 and type(redis.pcall('UNLINK', unpack(doomed))) == 'table' then
+  -- refused before running (a cluster node takes one command over a single slot only):
+  -- one key at a time
+  for _, key in ipairs(doomed) do
+    redis.call('UNLINK', key)
   end
 end
 return out
 "#;
 
-/// Keys per script call: small enough that one call blocks the server well under a
-/// millisecond, large enough to save round trips.
+/// Keys per script call (at most Lua's 8,000 `unpack` arguments): one call blocks the server about 0.25 ms (four checked commands
+/// per key), so an application command waits little behind the scripts in flight. Fifty
+/// gave the same GET p99 and a slower sweep.
 const KEYS_PER_SCRIPT: usize = 100;
+
+/// Scripts sent before the first one answers: enough that the server never waits for a
+/// round trip, few enough that an application command waits at most this many scripts.
+const SCRIPTS_IN_FLIGHT: usize = 2;
 
 /// Most items in one planned batch (one pipeline and one audit record when applied).
 const APPLY_BATCH: usize = 5000;
+
+/// Pages whose key facts are read at once while planning (see [`RedisSweeper::pages`]).
+const PAGES_IN_FLIGHT: usize = 2;
+
+/// One SCAN page, its keys that are the policy's own, and their facts.
+struct Page {
+    /// Keys SCAN returned (protected ones included).
+    scanned: u64,
+    /// The keys the policy owns.
+    keys: Vec<Vec<u8>>,
+    /// (PTTL, idle seconds, refcount) per key.
+    facts: Vec<(i64, i64, i64)>,
+    /// Whether idle time and refcount were read (not under LFU).
+    idle: bool,
+    /// This page found the server refusing OBJECT IDLETIME (LFU).
+    fell_back: bool,
+}
+
+/// SCAN pages read ahead of the planner, on their own connection.
+const SCAN_AHEAD: usize = 2;
+
+/// Runs `scan(cursor)` (a `SCAN` command) page by page in a task of its own, on `con`, up
+/// to [`SCAN_AHEAD`] pages ahead of the reader; it stops at the end of the keyspace, after
+/// an error (handed to the reader), or when the reader is gone.
+fn scan_ahead(
+    mut con: ConnectionManager,
+    scan: impl Fn(u64) -> redis::Cmd + Send + 'static,
+    timeout: Duration,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<Vec<u8>>, BackendError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(SCAN_AHEAD);
+    tokio::spawn(async move {
+        let mut cursor = 0;
+        loop {
+            let cmd = scan(cursor);
+            let reply = crate::backend::timed(NAME, timeout, cmd.query_async(&mut con)).await;
+            let (next, keys): (u64, Vec<Vec<u8>>) = match reply {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            if tx.send(Ok(keys)).await.is_err() || next == 0 {
+                return;
+            }
+            cursor = next;
+        }
+    });
+    rx
+}
 
 /// Spools the pending items of `policy` as one batch.
 fn flush(
@@ -191,7 +238,6 @@ impl RedisSweeper {
     }
 
     async fn plan_inner(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
-        let timeout = self.redis.timeout();
         let shards = self.redis.shards().await?;
         *self.shards() = shards.clone();
         let mut plan = ctx.new_plan(Resource::Redis)?;
@@ -203,76 +249,52 @@ impl RedisSweeper {
         let mut pacer = Pacer::new(self.settings.max_ops_per_sec);
         let mut planned: u64 = 0;
         let mut lfu = false;
+        let lfu_seen = AtomicBool::new(false);
         'policies: for (i, policy) in policies.iter().enumerate() {
             let (mut scanned, mut without_ttl, mut shared, mut oldest_idle) =
                 (0u64, 0u64, 0u64, 0i64);
+            let earlier = &policies[..i];
             for shard in &shards {
-                let mut con = shard.connection().await?;
-                let mut cursor: u64 = 0;
+                let con = (shard.connection().await?, shard.new_connection().await?);
                 // items accumulate into batches of up to APPLY_BATCH: one audit fsync each
                 let mut pending: Vec<PlannedItem> = Vec::new();
-                loop {
+                let pages = self.pages(con, policy, earlier, &lfu_seen);
+                let mut pages = std::pin::pin!(pages);
+                while let Some(page) = pages.try_next().await? {
                     if ctx.cancel.is_cancelled() {
                         flush(&mut plan, (policy, shard), lfu, &mut pending)?;
                         plan.notes
                             .push("planning stopped by shutdown: partial plan".into());
                         break 'policies;
                     }
-                    let mut scan = redis::cmd("SCAN");
-                    scan.arg(cursor)
-                        .arg("MATCH")
-                        .arg(&policy.pattern)
-                        .arg("COUNT")
-                        .arg(self.settings.scan_count);
-                    if let Some(t) = &self.settings.key_type {
-                        scan.arg("TYPE").arg(t);
-                    }
-                    let (next, keys): (u64, Vec<Vec<u8>>) =
-                        crate::backend::timed(NAME, timeout, scan.query_async(&mut con)).await?;
-                    cursor = next;
-                    scanned += keys.len() as u64;
-                    // protected keys and keys an earlier policy owns are not ours
-                    let keys: Vec<Vec<u8>> = keys
-                        .into_iter()
-                        .filter(|k| {
-                            !self.protected(k)
-                                && !policies[..i]
-                                    .iter()
-                                    .any(|p| glob_match(p.pattern.as_bytes(), k))
-                        })
-                        .collect();
+                    scanned += page.scanned;
                     let was_lfu = lfu;
-                    let idle_policy = matches!(policy.action, PolicyAction::DeleteIdle(_)) && !lfu;
-                    let facts = match self.key_facts(&mut con, &keys, idle_policy).await {
-                        Err(e) if idle_policy && e.to_string().contains("LFU") => {
-                            lfu = true;
-                            self.report_lfu();
-                            plan.notes.push(
+                    if page.fell_back && !lfu {
+                        lfu = true;
+                        self.report_lfu();
+                        plan.notes.push(
                             "maxmemory-policy is LFU: OBJECT IDLETIME is refused, delete_idle policies fall back to expire".into(),
                         );
-                            self.key_facts(&mut con, &keys, false).await?
-                        }
-                        other => other?,
-                    };
+                    }
                     pacer
                         .take(
-                            keys.len() as u64 * if idle_policy { 3 } else { 1 },
+                            page.keys.len() as u64 * if page.idle { 3 } else { 1 },
                             &ctx.cancel,
                         )
                         .await;
                     let mut items = Vec::new();
-                    for (key, (pttl, idle, refcount)) in keys.iter().zip(facts) {
+                    for (key, (pttl, idle, refcount)) in page.keys.iter().zip(page.facts) {
                         if pttl != -1 {
                             continue; // has a TTL (left to Redis) or is gone
                         }
                         without_ttl += 1;
-                        let action = match (policy.action, lfu) {
+                        let action = match (policy.action, page.idle) {
                             (PolicyAction::Expire(ttl), _)
-                            | (PolicyAction::DeleteIdle(ttl), true) => {
+                            | (PolicyAction::DeleteIdle(ttl), false) => {
                                 Some(Action::Expire(ttl.as_secs().max(1)))
                             }
                             (PolicyAction::Delete, _) => Some(Action::Delete),
-                            (PolicyAction::DeleteIdle(limit), false) => {
+                            (PolicyAction::DeleteIdle(limit), true) => {
                                 if refcount == SHARED_REFCOUNT {
                                     shared += 1;
                                     None
@@ -295,21 +317,16 @@ impl RedisSweeper {
                         flush(&mut plan, (policy, shard), was_lfu, &mut pending)?;
                     }
                     pending.extend(items);
-                    if pending.len() >= APPLY_BATCH || cursor == 0 || planned > limit {
+                    if pending.len() >= APPLY_BATCH || planned > limit {
                         flush(&mut plan, (policy, shard), lfu, &mut pending)?;
                     }
                     if planned > limit {
                         plan.notes.push(format!("planning stopped at {planned} items (the cap allows at most {limit}); the next run continues"));
                         break 'policies;
                     }
-                    if cursor == 0 {
-                        break;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(self.settings.batch_pause) => {}
-                        () = ctx.cancel.cancelled() => {}
-                    }
+                    ctx.pause(self.settings.batch_pause).await;
                 }
+                flush(&mut plan, (policy, shard), lfu, &mut pending)?;
             }
             let mut note = format!(
                 "{}: {scanned} keys scanned, {without_ttl} without TTL",
@@ -331,7 +348,75 @@ impl RedisSweeper {
         Ok(plan)
     }
 
-    /// (PTTL, idle seconds, refcount) per key; idle and refcount only for idle policies.
+    /// `policy`'s keys on one server, page by page, with their facts. It runs ahead of its
+    /// reader: the next `SCAN` and up to [`PAGES_IN_FLIGHT`] pages' fact reads are in flight
+    /// while the reader plans a page, so the server never waits for a round trip. Protected
+    /// keys and keys an `earlier` policy owns are dropped before their facts are read. Once
+    /// one page finds the server refusing OBJECT IDLETIME (LFU), `lfu` is set and later pages
+    /// do not ask for it.
+    fn pages<'a>(
+        &'a self,
+        (con, scan_con): (ConnectionManager, ConnectionManager),
+        policy: &'a Policy,
+        earlier: &'a [Policy],
+        lfu: &'a AtomicBool,
+    ) -> impl futures::Stream<Item = Result<Page, BackendError>> + Send + 'a {
+        let (pattern, count) = (policy.pattern.clone(), self.settings.scan_count);
+        let key_type = self.settings.key_type.clone();
+        let scan = move |cursor: u64| {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(count);
+            if let Some(t) = &key_type {
+                scan.arg("TYPE").arg(t);
+            }
+            scan
+        };
+        let pages = scan_ahead(scan_con, scan, self.redis.timeout());
+        let cursors = futures::stream::unfold(pages, |mut pages| async move {
+            pages.recv().await.map(|page| (page, pages))
+        });
+        let wants_idle = matches!(policy.action, PolicyAction::DeleteIdle(_));
+        cursors
+            .map_ok(move |keys: Vec<Vec<u8>>| {
+                let mut con = con.clone();
+                async move {
+                    let scanned = keys.len() as u64;
+                    let keys: Vec<Vec<u8>> = keys
+                        .into_iter()
+                        .filter(|k| {
+                            !self.protected(k)
+                                && !earlier.iter().any(|p| glob_match(p.pattern.as_bytes(), k))
+                        })
+                        .collect();
+                    let idle = wants_idle && !lfu.load(Ordering::Relaxed);
+                    let (facts, idle, fell_back) = match self.key_facts(&mut con, &keys, idle).await
+                    {
+                        Err(e) if idle && e.to_string().contains("LFU") => {
+                            lfu.store(true, Ordering::Relaxed);
+                            (self.key_facts(&mut con, &keys, false).await?, false, true)
+                        }
+                        other => (other?, idle, false),
+                    };
+                    Ok(Page {
+                        scanned,
+                        keys,
+                        facts,
+                        idle,
+                        fell_back,
+                    })
+                }
+            })
+            .try_buffered(PAGES_IN_FLIGHT)
+    }
+
+    /// (PTTL, idle seconds, refcount) per key; idle and refcount only for idle policies and
+    /// keys without TTL (0 otherwise, and for a key gone meanwhile). Plain pipelined reads,
+    /// not a script: they cost the server less, and it serves other clients between two
+    /// reads of a long pipeline. They need not be atomic: applying checks again, atomically.
     async fn key_facts(
         &self,
         con: &mut ConnectionManager,
@@ -341,34 +426,39 @@ impl RedisSweeper {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        // one script per round trip (see `apply_inner`)
-        let mut replies: Vec<Vec<i64>> = Vec::new();
-        for chunk in keys.chunks(KEYS_PER_SCRIPT) {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(KEY_FACTS).arg(0).arg(if idle { "1" } else { "0" });
-            for k in chunk {
-                cmd.arg(k);
-            }
-            let reply = cmd.query_async(con);
-            replies.push(crate::backend::timed(NAME, self.redis.timeout(), reply).await?);
+        let timeout = self.redis.timeout();
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("PTTL").arg(k);
         }
-        let per_key = if idle { 3 } else { 1 };
-        let facts: Vec<(i64, i64, i64)> = replies
-            .iter()
-            .flat_map(|r| r.chunks(per_key))
-            .map(|c| {
-                (
-                    c[0],
-                    c.get(1).copied().unwrap_or(0),
-                    c.get(2).copied().unwrap_or(0),
-                )
-            })
-            .collect();
-        if facts.len() != keys.len() {
+        let pttls: Vec<i64> = crate::backend::timed(NAME, timeout, pipe.query_async(con)).await?;
+        if pttls.len() != keys.len() {
             return Err(BackendError::request(
                 NAME,
-                "key facts script answered a wrong count",
+                "PTTL pipeline answered a wrong count",
             ));
+        }
+        let mut facts: Vec<(i64, i64, i64)> = pttls.iter().map(|&p| (p, 0, 0)).collect();
+        let without_ttl: Vec<usize> = (0..keys.len()).filter(|&i| pttls[i] == -1).collect();
+        if !idle || without_ttl.is_empty() {
+            return Ok(facts);
+        }
+        let mut pipe = redis::pipe();
+        for &i in &without_ttl {
+            pipe.cmd("OBJECT").arg("IDLETIME").arg(&keys[i]);
+            pipe.cmd("OBJECT").arg("REFCOUNT").arg(&keys[i]);
+        }
+        let objects: Vec<Option<i64>> =
+            crate::backend::timed(NAME, timeout, pipe.query_async(con)).await?;
+        if objects.len() != 2 * without_ttl.len() {
+            return Err(BackendError::request(
+                NAME,
+                "OBJECT pipeline answered a wrong count",
+            ));
+        }
+        for (&i, pair) in without_ttl.iter().zip(objects.chunks(2)) {
+            facts[i].1 = pair[0].unwrap_or(0);
+            facts[i].2 = pair[1].unwrap_or(0);
         }
         Ok(facts)
     }
@@ -431,51 +521,89 @@ impl RedisSweeper {
                 Action::Delete => deletes.push((item, key)),
             }
         }
-        // a per-command error is recorded for its keys, not taken for the whole batch's
-        let mut results: Vec<redis::Value> = Vec::new();
+        let mut applied = Applied::default();
         if !expires.is_empty() {
+            // a per-command error is recorded for its key, not taken for the whole batch's
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             for (_, key, secs) in &expires {
                 pipe.cmd("EXPIRE").arg(key).arg(*secs).arg("NX");
             }
-            let replies: Vec<redis::Value> =
-                crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await?;
-            results.extend(replies);
-        }
-        // one script per round trip, not a pipeline of them: the server serves the
-        // application's commands between two scripts instead of after all of them. EVAL, not
-        // EVALSHA: the server caches the compiled script by its hash anyway, and a restarted
-        // server (or SCRIPT FLUSH) cannot answer NOSCRIPT
-        for chunk in deletes.chunks(KEYS_PER_SCRIPT) {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            let cmd = pipe.cmd("EVAL").arg(UNLINK_IF_STILL_IDLE).arg(0);
-            cmd.arg(idle_limit);
-            for (_, key) in chunk {
-                cmd.arg(key);
-            }
-            let replies: Vec<redis::Value> =
-                crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await?;
-            results.extend(replies);
-        }
-        let mut results = results.into_iter();
-        let mut applied = Applied::default();
-        for ((item, _, _), result) in expires.iter().zip(results.by_ref()) {
-            match result {
-                redis::Value::Int(1) => applied.expired += 1,
-                redis::Value::ServerError(_) => applied.failed.push(item.id.clone()),
-                _ => applied.skipped.push(item.id.clone()),
-            }
-        }
-        for (chunk, result) in deletes.chunks(KEYS_PER_SCRIPT).zip(results) {
-            let per_key = match result {
-                redis::Value::Array(values) if values.len() == chunk.len() => values,
-                _ => {
+            let replies: Result<Vec<redis::Value>, _> =
+                crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await;
+            match replies {
+                Ok(replies) => {
+                    for ((item, _, _), result) in expires.iter().zip(replies) {
+                        match result {
+                            redis::Value::Int(1) => applied.expired += 1,
+                            redis::Value::ServerError(_) => applied.failed.push(item.id.clone()),
+                            _ => applied.skipped.push(item.id.clone()),
+                        }
+                    }
+                }
+                Err(e) => {
                     applied
                         .failed
-                        .extend(chunk.iter().map(|(item, _)| item.id.clone()));
-                    continue;
+                        .extend(batch.items.iter().map(|i| i.id.clone()));
+                    applied.interrupted = Some(e.into());
+                    return Ok(applied);
+                }
+            }
+        }
+        // one script per call, at most SCRIPTS_IN_FLIGHT at a time: the server serves the
+        // application's commands between two scripts (never after a long pipeline of them),
+        // and the next script is already there when one ends. EVAL, not EVALSHA: the server
+        // caches the compiled script by its hash anyway, and a restarted server (or SCRIPT
+        // FLUSH) cannot answer NOSCRIPT
+        let chunks: Vec<_> = deletes.chunks(KEYS_PER_SCRIPT).collect();
+        let scripts: Vec<redis::Pipeline> = chunks
+            .iter()
+            .map(|chunk| {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                let cmd = pipe.cmd("EVAL").arg(UNLINK_IF_STILL_IDLE).arg(0);
+                cmd.arg(idle_limit);
+                for (_, key) in *chunk {
+                    cmd.arg(key);
+                }
+                pipe
+            })
+            .collect();
+        let mut replies = futures::stream::iter(scripts.into_iter().map(|pipe| {
+            let mut con = con.clone();
+            async move {
+                let reply: Result<Vec<redis::Value>, _> =
+                    crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await;
+                reply
+            }
+        }))
+        .buffered(SCRIPTS_IN_FLIGHT);
+        let mut done = 0;
+        while let Some(reply) = replies.next().await {
+            let chunk = chunks[done];
+            done += 1;
+            let per_key = match reply {
+                Ok(mut r) => match r.pop() {
+                    Some(redis::Value::Array(values)) if values.len() == chunk.len() => values,
+                    // the script failed (a key moved to another node, ...): its keys are
+                    // reported failed, the other scripts still run
+                    _ => {
+                        applied
+                            .failed
+                            .extend(chunk.iter().map(|(item, _)| item.id.clone()));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    // the connection failed: this script and the ones not answered may or
+                    // may not have run; they are reported failed and the run ends
+                    applied.failed.extend(
+                        chunks[done - 1..]
+                            .iter()
+                            .flat_map(|c| c.iter().map(|(item, _)| item.id.clone())),
+                    );
+                    applied.interrupted = Some(e.into());
+                    return Ok(applied);
                 }
             };
             for ((item, _), r) in chunk.iter().zip(per_key) {
