@@ -8,5 +8,6 @@ cd "$(dirname "$0")/../.."
 . scripts/bench/lib.sh
 scripts/services.sh install >/dev/null
 bench_setup
-QDRANT_PYTHON=$(grep '^TEST_QDRANT_PYTHON=' .services/services.env | cut -d= -f2-)
+# the bench starts its own server: only the venv `services.sh install` made is needed
+QDRANT_PYTHON=${JANITOR_CACHE_DIR:-$HOME/.cache/resource-janitor}/qdrant-venv/bin/python
 exec "$QDRANT_PYTHON" scripts/bench/qdrant_bench.py "$@"

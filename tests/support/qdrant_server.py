@@ -190,10 +190,36 @@ def to_filter(f: rest.Filter | None) -> Any:
     )
 
 
+def from_grpc_condition(c: pb.Condition) -> Any:
+    """A gRPC condition as an engine condition. Id lists (the janitor sends 10,000 per batch)
+    and nested filters are converted directly, as the real server's Rust decoder would;
+    every other condition goes through qdrant-client's REST models."""
+    kind = c.WhichOneof("condition_one_of")
+    if kind == "has_id":
+        return edge.HasIdCondition({i.num if i.WhichOneof("point_id_options") == "num" else i.uuid
+                                    for i in c.has_id.has_id})
+    if kind == "filter":
+        return from_grpc_filter(c.filter)
+    return to_condition(GrpcToRest.convert_condition(c))
+
+
+def from_grpc_filter(f: pb.Filter) -> Any:
+    min_should = None
+    if f.HasField("min_should"):
+        min_should = edge.MinShould([from_grpc_condition(c) for c in f.min_should.conditions],
+                                    f.min_should.min_count)
+    return edge.Filter(
+        must=[from_grpc_condition(c) for c in f.must],
+        should=[from_grpc_condition(c) for c in f.should],
+        must_not=[from_grpc_condition(c) for c in f.must_not],
+        min_should=min_should,
+    )
+
+
 def grpc_filter(request: Any, field: str = "filter") -> Any:
     if not request.HasField(field):
         return None
-    return to_filter(GrpcToRest.convert_filter(getattr(request, field)))
+    return from_grpc_filter(getattr(request, field))
 
 
 def to_vector(v: Any) -> Any:
@@ -339,8 +365,10 @@ def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
             message = str(e)
             log.debug("%s failed: %s", fn.__name__, message)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Bad request: {message}")
+        elapsed = time.perf_counter() - started
         if hasattr(response, "time"):
-            response.time = time.perf_counter() - started
+            response.time = elapsed
+        log.debug("%s %s %.1f ms", fn.__name__, getattr(request, "collection_name", ""), elapsed * 1000)
         return response
 
     wrapper.__name__ = fn.__name__
@@ -452,10 +480,27 @@ def point_id(i: Any) -> pb.PointId:
     return pb.PointId(num=i) if isinstance(i, int) else pb.PointId(uuid=str(i))
 
 
+def ids_only(r: Any) -> bool:
+    return not r.payload and r.vector is None and r.order_value is None
+
+
+def add_records(results: Any, records: list[Any]) -> None:
+    """Appends `records` to a repeated RetrievedPoint field. Records of ids only (the
+    janitor's scrolls) are written straight into the message, as the real server's encoder
+    would, instead of through the REST model and its validation."""
+    for r in records:
+        if ids_only(r):
+            pid = results.add().id
+            if isinstance(r.id, int):
+                pid.num = r.id
+            else:
+                pid.uuid = str(r.id)
+        else:
+            results.append(record(r))
+
+
 def record(r: Any) -> pb.RetrievedPoint:
-    if not r.payload and r.vector is None and r.order_value is None:
-        # ids only (the janitor's scrolls): built directly, as the real server's encoder
-        # would, instead of through the REST model and its validation
+    if ids_only(r):
         return pb.RetrievedPoint(id=point_id(r.id))
     vector = r.vector
     if isinstance(vector, dict):
@@ -485,7 +530,7 @@ class PointsService(Service, points_grpc.PointsServicer):
         coll = self.storage.get(request.collection_name)
         selector = request.points
         if selector.HasField("filter"):
-            op = edge.UpdateOperation.delete_points_by_filter(to_filter(GrpcToRest.convert_filter(selector.filter)))
+            op = edge.UpdateOperation.delete_points_by_filter(from_grpc_filter(selector.filter))
         else:
             ids = [GrpcToRest.convert_point_id(i) for i in selector.points.ids]
             op = edge.UpdateOperation.delete_points(ids)
@@ -522,7 +567,8 @@ class PointsService(Service, points_grpc.PointsServicer):
                                     order_by=order_by)
         with coll.lock:
             records, next_offset = coll.shard.scroll(scroll)
-        response = pb.ScrollResponse(result=[record(r) for r in records])
+        response = pb.ScrollResponse()
+        add_records(response.result, records)
         if next_offset is not None and order_by is None:
             response.next_page_offset.CopyFrom(RestToGrpc.convert_extended_point_id(next_offset))
         return response

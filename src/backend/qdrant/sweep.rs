@@ -16,8 +16,9 @@
 //! Each batch is applied with a delete whose filter is `has_id(batch) AND timestamp older
 //! than the cutoff`, so the server re-checks every point atomically: a point refreshed since
 //! planning survives, and the filter always has an id list to start from. Orphans are checked
-//! in MongoDB once more before their delete. Deletions are measured with exact counts of the
-//! batch's ids before and after, and each collection is counted before and after the run.
+//! in MongoDB once more before their delete. A batch's deletions are measured by asking for its
+//! ids afterwards (the points still there are reported as skipped, by id), and each collection
+//! is counted exactly before and after the run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -407,10 +408,7 @@ impl QdrantSweeper {
                 ..Applied::default()
             }),
             other => {
-                tokio::select! {
-                    () = tokio::time::sleep(self.settings.batch_pause) => {}
-                    () = ctx.cancel.cancelled() => {}
-                }
+                ctx.pause(self.settings.batch_pause).await;
                 other
             }
         }
@@ -426,8 +424,6 @@ impl QdrantSweeper {
         let field = &s.timestamp_field;
         let ids: Vec<PointId> = batch.items.iter().map(|i| point_id(&i.id)).collect();
         let planned = ids.len() as u64;
-        // the collection's exact count is O(1) on the server, unlike a count over the id list
-        let before = self.qdrant.count(name, None).await?;
         // orphans are checked in MongoDB once more: a document written since planning
         // saves its points
         let mut orphans = Vec::new();
@@ -462,32 +458,20 @@ impl QdrantSweeper {
             ]);
             self.delete(name, orphaned).await?;
         }
-        let after = self.qdrant.count(name, None).await?;
-        let mut applied = Applied {
-            deleted: before.saturating_sub(after),
+        // measured, not assumed: the batch's points still there after the delete are the
+        // ones the server-side re-check saved (usually none, so the answer is empty)
+        let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1);
+        let batch = Filter::must([Condition::has_id(ids)]);
+        let (left, _) = self.qdrant.scroll(name, &batch, &[], limit, None).await?;
+        let skipped: Vec<String> = left
+            .iter()
+            .filter_map(|p| p.id.as_ref().and_then(id_text))
+            .collect();
+        Ok(Applied {
+            deleted: planned - skipped.len() as u64,
+            skipped,
             ..Applied::default()
-        };
-        if applied.deleted != planned {
-            // some points survived the server-side re-check, were already gone, or the
-            // application wrote meanwhile: the survivors are named from the id list
-            let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1);
-            let batch = Filter::must([Condition::has_id(ids.clone())]);
-            let (left, _) = self.qdrant.scroll(name, &batch, &[], limit, None).await?;
-            applied.skipped = left
-                .iter()
-                .filter_map(|p| p.id.as_ref().and_then(id_text))
-                .collect();
-            let gone = planned - applied.skipped.len() as u64;
-            if gone != applied.deleted {
-                applied.notes.push(format!(
-                    "{name}: {gone} planned points are gone, the collection's count fell by {} \
-                     (the application wrote or deleted meanwhile, or points were already gone)",
-                    applied.deleted
-                ));
-                applied.deleted = gone;
-            }
-        }
-        Ok(applied)
+        })
     }
 
     async fn delete(&self, name: &str, filter: Filter) -> Result<(), SweepError> {
