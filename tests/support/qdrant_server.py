@@ -476,10 +476,6 @@ class CollectionsService(Service, collections_grpc.CollectionsServicer):
         return pb.CollectionOperationResponse(result=self.storage.delete(request.collection_name))
 
 
-def point_id(i: Any) -> pb.PointId:
-    return pb.PointId(num=i) if isinstance(i, int) else pb.PointId(uuid=str(i))
-
-
 def ids_only(r: Any) -> bool:
     return not r.payload and r.vector is None and r.order_value is None
 
@@ -500,8 +496,6 @@ def add_records(results: Any, records: list[Any]) -> None:
 
 
 def record(r: Any) -> pb.RetrievedPoint:
-    if ids_only(r):
-        return pb.RetrievedPoint(id=point_id(r.id))
     vector = r.vector
     if isinstance(vector, dict):
         vector = {k: (rest.SparseVector(indices=v.indices, values=v.values)
@@ -544,7 +538,9 @@ class PointsService(Service, points_grpc.PointsServicer):
         ids = [GrpcToRest.convert_point_id(i) for i in request.ids]
         with coll.lock:
             records = coll.shard.retrieve(ids, with_payload(request, False), with_vectors(request)) if ids else []
-        return pb.GetResponse(result=[record(r) for r in records])
+        response = pb.GetResponse()
+        add_records(response.result, records)
+        return response
 
     @rpc
     def Count(self, request, context):

@@ -424,6 +424,8 @@ impl QdrantSweeper {
         let field = &s.timestamp_field;
         let ids: Vec<PointId> = batch.items.iter().map(|i| point_id(&i.id)).collect();
         let planned = ids.len() as u64;
+        // a scroll over the batch's ids returns at most that many points
+        let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1);
         // orphans are checked in MongoDB once more: a document written since planning
         // saves its points
         let mut orphans = Vec::new();
@@ -439,7 +441,6 @@ impl QdrantSweeper {
                     grace_cutoff,
                 ),
             ]);
-            let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1);
             let (points, _) = self
                 .qdrant
                 .scroll(name, &window, &[doc_field], limit, None)
@@ -460,7 +461,6 @@ impl QdrantSweeper {
         }
         // measured, not assumed: the batch's points still there after the delete are the
         // ones the server-side re-check saved (usually none, so the answer is empty)
-        let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1);
         let batch = Filter::must([Condition::has_id(ids)]);
         let (left, _) = self.qdrant.scroll(name, &batch, &[], limit, None).await?;
         let skipped: Vec<String> = left

@@ -46,8 +46,8 @@ const SHARED_REFCOUNT: i64 = i32::MAX as i64;
 /// been idle that many seconds (and is not a shared integer). Returns 1 (unlinked) or 0
 /// (left alone) per key; a key given twice counts once. The checks and the one UNLINK of
 /// every key that passed them (one per key on a cluster node, which refuses an UNLINK over
-/// several slots) are one atomic step. Keys are passed as arguments, not KEYS,
-/// so one call may touch keys of several slots on a cluster node (see [`super::cluster`]).
+/// several slots) are one atomic step. Keys are passed as arguments, not KEYS, so one call
+/// may touch keys of several slots on a cluster node (see [`super::cluster`]).
 pub const UNLINK_IF_STILL_IDLE: &str = r#"
 local limit = tonumber(ARGV[1])
 local out, doomed, seen = {}, {}, {}
@@ -74,9 +74,9 @@ end
 return out
 "#;
 
-/// Keys per script call (at most Lua's 8,000 `unpack` arguments): one call blocks the server about 0.25 ms (four checked commands
-/// per key), so an application command waits little behind the scripts in flight. Fifty
-/// gave the same GET p99 and a slower sweep.
+/// Keys per script call (at most Lua's 8,000 `unpack` arguments): one call blocks the server
+/// about 0.25 ms (four checked commands per key), so an application command waits little
+/// behind the scripts in flight. Fifty gave the same GET p99 and a slower sweep.
 const KEYS_PER_SCRIPT: usize = 100;
 
 /// Scripts sent before the first one answers: enough that the server never waits for a
@@ -375,12 +375,12 @@ impl RedisSweeper {
             }
             scan
         };
-        let pages = scan_ahead(scan_con, scan, self.redis.timeout());
-        let cursors = futures::stream::unfold(pages, |mut pages| async move {
-            pages.recv().await.map(|page| (page, pages))
-        });
+        let scanned = futures::stream::unfold(
+            scan_ahead(scan_con, scan, self.redis.timeout()),
+            |mut pages| async move { pages.recv().await.map(|page| (page, pages)) },
+        );
         let wants_idle = matches!(policy.action, PolicyAction::DeleteIdle(_));
-        cursors
+        scanned
             .map_ok(move |keys: Vec<Vec<u8>>| {
                 let mut con = con.clone();
                 async move {
@@ -569,19 +569,18 @@ impl RedisSweeper {
                 pipe
             })
             .collect();
-        let mut replies = futures::stream::iter(scripts.into_iter().map(|pipe| {
-            let mut con = con.clone();
-            async move {
-                let reply: Result<Vec<redis::Value>, _> =
-                    crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await;
-                reply
-            }
-        }))
-        .buffered(SCRIPTS_IN_FLIGHT);
-        let mut done = 0;
-        while let Some(reply) = replies.next().await {
-            let chunk = chunks[done];
-            done += 1;
+        let mut replies =
+            futures::stream::iter(scripts.into_iter().enumerate().map(|(i, pipe)| {
+                let mut con = con.clone();
+                async move {
+                    let reply: Result<Vec<redis::Value>, _> =
+                        crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await;
+                    (i, reply)
+                }
+            }))
+            .buffered(SCRIPTS_IN_FLIGHT);
+        while let Some((i, reply)) = replies.next().await {
+            let chunk = chunks[i];
             let per_key = match reply {
                 Ok(mut r) => match r.pop() {
                     Some(redis::Value::Array(values)) if values.len() == chunk.len() => values,
@@ -598,7 +597,7 @@ impl RedisSweeper {
                     // the connection failed: this script and the ones not answered may or
                     // may not have run; they are reported failed and the run ends
                     applied.failed.extend(
-                        chunks[done - 1..]
+                        chunks[i..]
                             .iter()
                             .flat_map(|c| c.iter().map(|(item, _)| item.id.clone())),
                     );
