@@ -109,10 +109,11 @@ async fn one_replica_sweeps_and_a_killed_leader_is_replaced_within_the_lease() {
     let b = start(svc, &ns, "replica-b", "2").await;
     let (first, _) = wait_leader(&[&a, &b], Duration::from_secs(5)).await;
     let (mut leader, standby) = if first == 0 { (a, b) } else { (b, a) };
-    wait_for("the leader sweeps", Duration::from_secs(10), async || {
-        crate::support::count_keys(&url, "tmp:*").await == 0
+    wait_for("the leader audits its batch", Duration::from_secs(10), async || {
+        !audited_batches(&leader).is_empty()
     })
     .await;
+    assert_eq!(crate::support::count_keys(&url, "tmp:*").await, 0);
 
     // the standby measures and serves, never sweeps
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -164,13 +165,16 @@ async fn one_replica_sweeps_and_a_killed_leader_is_replaced_within_the_lease() {
     let took = killed.elapsed();
     // within the lease (2 s) plus one renewal period (2/3 s) and polling slack
     assert!(took < Duration::from_millis(3200), "takeover took {took:?}");
+    // the audit record is appended (and fsynced) just after the keys go: wait for the record,
+    // not for the keys, or a slow disk reads as a missing record
     wait_for(
-        "the new leader sweeps",
+        "the new leader audits its batch",
         Duration::from_secs(10),
-        async || crate::support::count_keys(&url, "tmp:*").await == 0,
+        async || !audited_batches(&standby).is_empty(),
     )
     .await;
     assert_eq!(audited_batches(&standby).len(), 1);
+    assert_eq!(crate::support::count_keys(&url, "tmp:*").await, 0);
     eprintln!("takeover after kill -9: {took:?} (lease 2 s)");
 }
 
