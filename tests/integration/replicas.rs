@@ -109,9 +109,11 @@ async fn one_replica_sweeps_and_a_killed_leader_is_replaced_within_the_lease() {
     let b = start(svc, &ns, "replica-b", "2").await;
     let (first, _) = wait_leader(&[&a, &b], Duration::from_secs(5)).await;
     let (mut leader, standby) = if first == 0 { (a, b) } else { (b, a) };
-    wait_for("the leader audits its batch", Duration::from_secs(10), async || {
-        !audited_batches(&leader).is_empty()
-    })
+    wait_for(
+        "the leader audits its batch",
+        Duration::from_secs(10),
+        async || !audited_batches(&leader).is_empty(),
+    )
     .await;
     assert_eq!(crate::support::count_keys(&url, "tmp:*").await, 0);
 

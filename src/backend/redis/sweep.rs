@@ -10,7 +10,7 @@
 //!
 //! Throughput comes from never letting the server wait for a round trip, latency from never
 //! handing it a long block of work: SCAN runs a page or two ahead on a connection of its
-//! own, two pages' reads are in flight at once, and the scripts go one per call, two in
+//! own, three pages' reads are in flight at once, and the scripts go one per call, three in
 //! flight, never as a pipeline of them. The server then serves the application's commands
 //! between any two of them. The largest block left is one `SCAN COUNT` call.
 //!
@@ -80,14 +80,17 @@ return out
 const KEYS_PER_SCRIPT: usize = 100;
 
 /// Scripts sent before the first one answers: enough that the server never waits for a
-/// round trip, few enough that an application command waits at most this many scripts.
-const SCRIPTS_IN_FLIGHT: usize = 2;
+/// round trip (with two it still did, while the janitor read a reply and sent the next),
+/// few enough that an application command waits at most this many scripts (0.75 ms).
+const SCRIPTS_IN_FLIGHT: usize = 3;
 
 /// Most items in one planned batch (one pipeline and one audit record when applied).
 const APPLY_BATCH: usize = 5000;
 
 /// Pages whose key facts are read at once while planning (see [`RedisSweeper::pages`]).
-const PAGES_IN_FLIGHT: usize = 2;
+/// Three keep the server fed while the janitor parses a page; they are plain reads, which
+/// the server interleaves with other clients' commands, so more cost no latency.
+const PAGES_IN_FLIGHT: usize = 3;
 
 /// One SCAN page, its keys that are the policy's own, and their facts.
 struct Page {
@@ -554,31 +557,25 @@ impl RedisSweeper {
         // application's commands between two scripts (never after a long pipeline of them),
         // and the next script is already there when one ends. EVAL, not EVALSHA: the server
         // caches the compiled script by its hash anyway, and a restarted server (or SCRIPT
-        // FLUSH) cannot answer NOSCRIPT
+        // FLUSH) cannot answer NOSCRIPT. Each script is built as it is sent, so the first
+        // goes out at once
         let chunks: Vec<_> = deletes.chunks(KEYS_PER_SCRIPT).collect();
-        let scripts: Vec<redis::Pipeline> = chunks
-            .iter()
-            .map(|chunk| {
-                let mut pipe = redis::pipe();
-                pipe.ignore_errors();
-                let cmd = pipe.cmd("EVAL").arg(UNLINK_IF_STILL_IDLE).arg(0);
-                cmd.arg(idle_limit);
-                for (_, key) in *chunk {
-                    cmd.arg(key);
-                }
-                pipe
-            })
-            .collect();
-        let mut replies =
-            futures::stream::iter(scripts.into_iter().enumerate().map(|(i, pipe)| {
-                let mut con = con.clone();
-                async move {
-                    let reply: Result<Vec<redis::Value>, _> =
-                        crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await;
-                    (i, reply)
-                }
-            }))
-            .buffered(SCRIPTS_IN_FLIGHT);
+        let mut replies = futures::stream::iter((0..chunks.len()).map(|i| {
+            let mut con = con.clone();
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            let cmd = pipe.cmd("EVAL").arg(UNLINK_IF_STILL_IDLE).arg(0);
+            cmd.arg(idle_limit);
+            for (_, key) in chunks[i] {
+                cmd.arg(key);
+            }
+            async move {
+                let reply: Result<Vec<redis::Value>, _> =
+                    crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await;
+                (i, reply)
+            }
+        }))
+        .buffered(SCRIPTS_IN_FLIGHT);
         while let Some((i, reply)) = replies.next().await {
             let chunk = chunks[i];
             let per_key = match reply {
