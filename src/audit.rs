@@ -30,7 +30,8 @@ pub struct AuditRecord<'a> {
     /// The batch: target, reason, items.
     #[serde(flatten)]
     pub batch: &'a Batch,
-    /// Items the backend reported as failed (not deleted).
+    /// Items not confirmed deleted: the backend refused them, or the connection broke
+    /// before it answered (then an item may have been deleted all the same).
     pub failed: &'a [String],
     /// Items left alone because they changed since planning (not deleted).
     pub skipped: &'a [String],
