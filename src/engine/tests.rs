@@ -136,6 +136,16 @@ fn request(dry_run: bool, priority: Option<Priority>) -> RunRequest {
     }
 }
 
+impl Harness {
+    /// One plain run (applied, no pressure) now: its record.
+    async fn run(&self) -> RunRecord {
+        self.engine
+            .run(request(false, None), SystemTime::now())
+            .await
+            .record
+    }
+}
+
 fn audit_lines(h: &Harness) -> Vec<serde_json::Value> {
     std::fs::read_to_string(&h.audit_path)
         .unwrap_or_default()
@@ -147,11 +157,7 @@ fn audit_lines(h: &Harness) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn applies_every_batch_and_audits_each() {
     let h = harness(Fake::new(100, 3, 5), &[], CancellationToken::new());
-    let r = h
-        .engine
-        .run(request(false, None), SystemTime::now())
-        .await
-        .record;
+    let r = h.run().await;
     assert_eq!(
         (r.outcome, r.deleted, r.planned_deletions),
         (Outcome::Succeeded, 15, 15)
@@ -186,11 +192,7 @@ async fn dry_run_applies_nothing_and_reports_the_plan() {
 async fn plan_above_the_cap_is_not_applied() {
     // 30 of 100 > 25 %
     let h = harness(Fake::new(100, 3, 10), &[], CancellationToken::new());
-    let r = h
-        .engine
-        .run(request(false, None), SystemTime::now())
-        .await
-        .record;
+    let r = h.run().await;
     assert_eq!(r.outcome, Outcome::AbortedCap);
     assert!(r.message.unwrap().contains("30 of 100"));
     assert!(h.fake.applied.lock().unwrap().is_empty());
@@ -201,14 +203,7 @@ async fn plan_above_the_cap_is_not_applied() {
         &[("JANITOR_MAX_DELETE_COUNT", "10")],
         CancellationToken::new(),
     );
-    assert_eq!(
-        h.engine
-            .run(request(false, None), SystemTime::now())
-            .await
-            .record
-            .outcome,
-        Outcome::AbortedCap
-    );
+    assert_eq!(h.run().await.outcome, Outcome::AbortedCap);
 }
 
 #[tokio::test]
@@ -219,11 +214,7 @@ async fn reference_failure_stops_the_run_closed() {
         SweepError::ReferenceUnavailable("mongodb: timed out".into()),
     ));
     let h = harness(fake, &[], CancellationToken::new());
-    let r = h
-        .engine
-        .run(request(false, None), SystemTime::now())
-        .await
-        .record;
+    let r = h.run().await;
     assert_eq!(r.outcome, Outcome::FailedClosed);
     assert_eq!(r.deleted, 5, "only the batch before the failure");
     assert_eq!(
@@ -249,11 +240,7 @@ async fn backend_failure_is_failed_not_closed() {
         )),
     ));
     let h = harness(fake, &[], CancellationToken::new());
-    let r = h
-        .engine
-        .run(request(false, None), SystemTime::now())
-        .await
-        .record;
+    let r = h.run().await;
     assert_eq!(r.outcome, Outcome::Failed);
     assert_eq!(r.message.as_deref(), Some("redis: broken pipe"));
 }
@@ -263,11 +250,7 @@ async fn a_batch_interrupted_partway_is_audited_then_ends_the_run() {
     let mut fake = Fake::new(100, 3, 5);
     fake.interrupt_at = Some(2);
     let h = harness(fake, &[], CancellationToken::new());
-    let r = h
-        .engine
-        .run(request(false, None), SystemTime::now())
-        .await
-        .record;
+    let r = h.run().await;
     assert_eq!(r.outcome, Outcome::Failed);
     assert_eq!(r.message.as_deref(), Some("redis: connection reset"));
     assert_eq!((r.deleted, r.failed), (5 + 2, 3));
@@ -283,11 +266,7 @@ async fn shutdown_stops_between_batches() {
     let mut fake = Fake::new(100, 4, 5);
     fake.cancel_after_first = Some(cancel.clone());
     let h = harness(fake, &[], cancel);
-    let r = h
-        .engine
-        .run(request(false, None), SystemTime::now())
-        .await
-        .record;
+    let r = h.run().await;
     assert_eq!(r.outcome, Outcome::Cancelled);
     assert_eq!(r.deleted, 5);
     assert_eq!(audit_lines(&h).len(), 1, "the finished batch is audited");
