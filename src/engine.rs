@@ -217,9 +217,13 @@ impl Engine {
                 return Some(plan);
             }
         };
+        let mut read = 0;
         while let Some(batch) = batches.recv().await {
             let batch = match batch {
-                Ok(b) => b,
+                Ok(b) => {
+                    read += 1;
+                    b
+                }
                 Err(e) => {
                     fail(record, &SweepError::spool(e));
                     break;
@@ -278,6 +282,11 @@ impl Engine {
                 fail(record, &e);
                 break;
             }
+        }
+        if record.outcome == Outcome::Succeeded && read < plan.batch_count() {
+            // the reading thread died (a panic): the run must not read as complete
+            let lost = std::io::Error::other("the plan's spool ended before its last batch");
+            fail(record, &SweepError::spool(lost));
         }
         if record.dry_run && record.outcome == Outcome::Succeeded {
             record.outcome = Outcome::DryRun;
