@@ -3,11 +3,12 @@
 //! One JSON line per applied batch: time, run id, resource, target, reason, dry_run and the
 //! items. The file is opened in append mode and `fsync`ed after each record, so a crash
 //! loses at most the batch being written, and an operator can always answer "what did the
-//! janitor delete, when, and why".
+//! janitor delete, when, and why". The write and its fsync run on a blocking thread, never
+//! on the async runtime's workers (an fsync can take long on a busy disk).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -73,27 +74,38 @@ impl AuditLog {
         })
     }
 
-    /// Appends one record and syncs it to disk. Blocking: call from `spawn_blocking` or
-    /// accept one fsync of latency per batch (batches are large).
-    pub fn append(&self, record: &AuditRecord<'_>) -> Result<(), AuditError> {
+    /// Appends one record and syncs it to disk, on a blocking thread.
+    pub async fn append(self: &Arc<Self>, record: &AuditRecord<'_>) -> Result<(), AuditError> {
         let mut line = serde_json::to_vec(record).expect("audit records serialise");
         line.push(b'\n');
+        let log = self.clone();
+        match tokio::task::spawn_blocking(move || log.write_line(&line)).await {
+            Ok(written) => written,
+            Err(e) => Err(self.error(std::io::Error::other(format!(
+                "the writing thread failed: {e}"
+            )))),
+        }
+    }
+
+    /// Writes one encoded line and syncs it. Blocking.
+    fn write_line(&self, line: &[u8]) -> Result<(), AuditError> {
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(&line)
+        file.write_all(line)
             .and_then(|()| file.sync_data())
-            .map_err(|source| AuditError {
-                path: self.path.clone(),
-                source,
-            })
+            .map_err(|source| self.error(source))
+    }
+
+    fn error(&self, source: std::io::Error) -> AuditError {
+        AuditError {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Flushes to disk (at shutdown).
     pub fn sync(&self) -> Result<(), AuditError> {
         let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.sync_all().map_err(|source| AuditError {
-            path: self.path.clone(),
-            source,
-        })
+        file.sync_all().map_err(|source| self.error(source))
     }
 
     /// Where the log lives.
@@ -107,11 +119,11 @@ mod tests {
     use super::*;
     use crate::plan::{Action, PlannedItem};
 
-    #[test]
-    fn one_json_line_per_batch_appended() {
+    #[tokio::test]
+    async fn one_json_line_per_batch_appended() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/audit.jsonl");
-        let log = AuditLog::open(&path).unwrap();
+        let log = Arc::new(AuditLog::open(&path).unwrap());
         let batch = Batch {
             target: "doc_segments:*".into(),
             reason: "no TTL, idle >= 1h".into(),
@@ -137,11 +149,12 @@ mod tests {
                 failed: &[],
                 skipped: &[],
             })
+            .await
             .unwrap();
         }
         drop(log);
         // reopening appends, never truncates
-        let log = AuditLog::open(&path).unwrap();
+        let log = Arc::new(AuditLog::open(&path).unwrap());
         log.append(&AuditRecord {
             time: SystemTime::UNIX_EPOCH,
             run_id: "r2",
@@ -151,6 +164,7 @@ mod tests {
             failed: &["doc_segments:2".into()],
             skipped: &[],
         })
+        .await
         .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text

@@ -8,7 +8,8 @@ use std::time::SystemTime;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::app::{self, Backends, StartError, State};
+use crate::app::{self, Janitor, StartError};
+use crate::backend::Backends;
 use crate::config::{self, ConfigError, Settings, Sources, vars};
 use crate::dedup::scan;
 use crate::engine::RunRequest;
@@ -212,18 +213,27 @@ async fn health(settings: &Settings) -> ExitCode {
     }
 }
 
+/// One pass over the chosen stores. SIGINT / SIGTERM stop it like the daemon: the batch in
+/// flight is finished and audited, no further batch is applied, and the exit is non-zero
+/// (the run is `cancelled`); a second signal exits at once.
 async fn sweep(
     settings: Arc<Settings>,
     dry_run: bool,
     target: Target_,
     json: bool,
 ) -> Result<ExitCode, CliError> {
-    let state = State::new(settings).await?;
+    let state = Janitor::new(settings).await?;
+    let stop = state.cancel.clone();
+    let signals = tokio::spawn(async move {
+        crate::shutdown::signals().await;
+        eprintln!("signal: finishing the batch in flight, then stopping");
+        stop.cancel();
+    });
     let resources: Vec<Resource> = match target {
         Target_::Redis => vec![Resource::Redis],
         Target_::Qdrant => vec![Resource::Qdrant],
         Target_::S3 => vec![Resource::S3],
-        Target_::All => Resource::ALL
+        Target_::All => Resource::SWEPT
             .into_iter()
             .filter(|r| state.engine.enabled(*r))
             .collect(),
@@ -234,7 +244,7 @@ async fn sweep(
     }
     // with leader election, a one-off sweep needs the lease too (a dry run does not), and
     // keeps it renewed while it plans; the engine confirms it before every batch
-    let renewal = match (&state.leadership, dry_run) {
+    let renewal = match (state.leader.lease(), dry_run) {
         (Some(lease), false) => {
             if !matches!(lease.tick().await, Ok((Role::Leader, _))) {
                 eprintln!(
@@ -265,6 +275,7 @@ async fn sweep(
             trigger: Trigger::Cli,
             dry_run,
             priority: None,
+            reason: Some("janitor sweep --once".into()),
         };
         let mut result = state.engine.run(req, SystemTime::now()).await;
         all_ok &= result.record.outcome.is_success();
@@ -290,10 +301,11 @@ async fn sweep(
         writeln!(out, "]")?;
     }
     out.flush()?;
-    if let (Some(renewal), Some(lease)) = (renewal, &state.leadership) {
+    if let (Some(renewal), Some(lease)) = (renewal, state.leader.lease()) {
         renewal.abort();
         lease.release().await;
     }
+    signals.abort();
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
@@ -388,7 +400,7 @@ async fn check(settings: &Settings) -> Result<ExitCode, CliError> {
                 ("unreachable", e.to_string())
             }
         };
-        println!("{name:<10} {status:<12} {detail}");
+        println!("{:<10} {status:<12} {detail}", name.name());
     }
     Ok(if ok {
         ExitCode::SUCCESS

@@ -2,8 +2,8 @@
 //!
 //! [`Engine::run`]: plan → cap check → (dry-run stops here) → apply batch by batch, each
 //! batch audited (fsync) right after it is applied, shutdown checked between batches → run
-//! record, metrics, log line. One run per resource at a time (a queued task and the loop
-//! never sweep the same store concurrently). Any reference-source error stops the run with
+//! record, metrics, log line. One run per resource at a time (the dispatcher already starts
+//! one per store; the lock also covers `janitor sweep --once` beside it). Any reference-source error stops the run with
 //! nothing more deleted (`failed_closed`).
 
 use std::sync::Arc;
@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Alerts, Severity};
 use crate::audit::{AuditLog, AuditRecord};
+use crate::backend::sweep::{PlannedRun, SweepContext, SweepError, Sweeper};
 use crate::config::Settings;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::plan::{Batch, Cap, Plan};
-use crate::resource::{Priority, Resource};
+use crate::resource::{PerResource, Priority, Resource};
 use crate::runs::{Outcome, RunLog, RunRecord, Trigger};
-use crate::sweep::{SweepContext, SweepError, Sweeper};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub struct RunRequest {
     pub dry_run: bool,
     /// The task's priority: HIGH / CRITICAL use the pressure TTL.
     pub priority: Option<Priority>,
+    /// Why it was asked for (kept in the run record).
+    pub reason: Option<String>,
 }
 
 /// A finished run: its record, and its plan (printed by the CLI; the API keeps the record).
@@ -49,10 +51,10 @@ pub struct RunResult {
 /// The sweep runner.
 pub struct Engine {
     settings: Arc<Settings>,
-    sweepers: [Option<Arc<dyn Sweeper>>; 3],
-    locks: [tokio::sync::Mutex<()>; 3],
+    sweepers: PerResource<Option<Arc<dyn Sweeper>>>,
+    locks: PerResource<tokio::sync::Mutex<()>>,
     audit: Arc<AuditLog>,
-    runs: RunLog,
+    runs: Arc<RunLog>,
     metrics: Metrics,
     cancel: CancellationToken,
     fence: Option<Arc<Leadership>>,
@@ -68,17 +70,17 @@ impl Engine {
         metrics: Metrics,
         cancel: CancellationToken,
     ) -> Self {
-        let mut slots: [Option<Arc<dyn Sweeper>>; 3] = Default::default();
+        let mut slots: PerResource<Option<Arc<dyn Sweeper>>> = PerResource::default();
         for s in sweepers {
-            let i = s.resource().index();
-            slots[i] = Some(s);
+            let resource = s.resource();
+            slots[resource] = Some(s);
         }
         Self {
             settings,
             sweepers: slots,
-            locks: Default::default(),
+            locks: PerResource::default(),
             audit,
-            runs: RunLog::default(),
+            runs: Arc::default(),
             metrics,
             cancel,
             fence: None,
@@ -100,11 +102,16 @@ impl Engine {
 
     /// Whether `resource` has a sweeper (its backend is configured).
     pub fn enabled(&self, resource: Resource) -> bool {
-        self.sweepers[resource.index()].is_some()
+        self.sweepers[resource].is_some()
     }
 
-    /// The run log.
-    pub fn runs(&self) -> &RunLog {
+    /// The stores this engine can sweep.
+    pub fn swept(&self) -> PerResource<bool> {
+        PerResource::from_fn(|r| self.enabled(r))
+    }
+
+    /// The run log (shared with the API).
+    pub fn runs(&self) -> &Arc<RunLog> {
         &self.runs
     }
 
@@ -115,7 +122,7 @@ impl Engine {
 
     /// Runs one sweep of `req.resource` as of `now`.
     pub async fn run(&self, req: RunRequest, now: SystemTime) -> RunResult {
-        let _one_at_a_time = self.locks[req.resource.index()].lock().await;
+        let _one_at_a_time = self.locks[req.resource].lock().await;
         let started = tokio::time::Instant::now();
         let safety = &self.settings.safety;
         let pressure = req.priority.is_some_and(Priority::is_pressure);
@@ -141,6 +148,7 @@ impl Engine {
             resource: req.resource,
             trigger: req.trigger,
             priority: req.priority,
+            reason: req.reason.clone(),
             dry_run: req.dry_run || safety.dry_run,
             outcome: Outcome::Succeeded,
             message: None,
@@ -158,7 +166,7 @@ impl Engine {
             warnings: Vec::new(),
             sample: Vec::new(),
         };
-        let plan = match &self.sweepers[req.resource.index()] {
+        let plan = match &self.sweepers[req.resource] {
             None => {
                 record.outcome = Outcome::Disabled;
                 record.message = Some(format!("{} is not configured", req.resource));
@@ -192,29 +200,41 @@ impl Engine {
         ctx: &SweepContext,
         record: &mut RunRecord,
     ) -> Option<Plan> {
-        let mut plan = match sweeper.plan(ctx).await {
-            Ok(plan) => plan,
+        let (mut plan, run) = match sweeper.plan(ctx).await {
+            Ok(planned) => planned,
             Err(e) => {
                 fail(record, &e);
                 return None;
             }
         };
+        self.apply(run.as_ref(), &mut plan, ctx, record).await;
+        Some(plan)
+    }
+
+    /// Applies `plan` batch by batch, each audited, and finishes `run`.
+    async fn apply(
+        &self,
+        run: &dyn PlannedRun,
+        plan: &mut Plan,
+        ctx: &SweepContext,
+        record: &mut RunRecord,
+    ) {
         record.store_items = plan.store_items;
         record.planned_deletions = plan.deletions();
         record.planned_expirations = plan.expirations();
         record.notes = plan.notes.clone();
         record.warnings = plan.warnings.clone();
         record.sample = plan.sample().to_vec();
-        if let Err(e) = ctx.cap.check(&plan) {
+        if let Err(e) = ctx.cap.check(plan) {
             record.outcome = Outcome::AbortedCap;
             record.message = Some(e.to_string());
-            return Some(plan);
+            return;
         }
         let mut batches = match plan.batches() {
             Ok(b) => read_ahead(b),
             Err(e) => {
                 fail(record, &SweepError::spool(e));
-                return Some(plan);
+                return;
             }
         };
         let mut read = 0;
@@ -247,7 +267,7 @@ impl Engine {
             let (failed, skipped) = if record.dry_run {
                 (Vec::new(), Vec::new())
             } else {
-                match sweeper.apply(batch, ctx).await {
+                match run.apply(batch, ctx).await {
                     Ok(applied) => {
                         record.deleted += applied.deleted;
                         record.expired += applied.expired;
@@ -263,15 +283,18 @@ impl Engine {
                     }
                 }
             };
-            let audited = self.audit.append(&AuditRecord {
-                time: SystemTime::now(),
-                run_id: &record.id,
-                resource: record.resource,
-                dry_run: record.dry_run,
-                batch,
-                failed: &failed,
-                skipped: &skipped,
-            });
+            let audited = self
+                .audit
+                .append(&AuditRecord {
+                    time: SystemTime::now(),
+                    run_id: &record.id,
+                    resource: record.resource,
+                    dry_run: record.dry_run,
+                    batch,
+                    failed: &failed,
+                    skipped: &skipped,
+                })
+                .await;
             if let Err(e) = audited {
                 // no trail, no deletions: stop here
                 record.outcome = Outcome::Failed;
@@ -291,15 +314,14 @@ impl Engine {
         if record.dry_run && record.outcome == Outcome::Succeeded {
             record.outcome = Outcome::DryRun;
         } else if !record.dry_run {
-            record.notes.extend(sweeper.finish(ctx).await);
+            record.notes.extend(run.finish(ctx).await);
         }
-        Some(plan)
     }
 
     fn finish(&self, r: &RunRecord) {
         let name = r.resource.name();
         self.metrics
-            .record_run(name, r.outcome, r.deleted, r.expired, r.duration_secs);
+            .record_run(r.resource, r.outcome, r.deleted, r.expired, r.duration_secs);
         match r.outcome {
             Outcome::AbortedCap => tracing::error!(
                 run_id = %r.id, resource = name, planned = r.planned_deletions,

@@ -16,7 +16,7 @@
 //! on first use and again after any error (a failover or a moved slot fails the renewal,
 //! which fails closed, and the next attempt finds the new owner).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -263,19 +263,21 @@ impl Leadership {
     }
 }
 
+/// The lease could not be renewed or taken.
+#[derive(Debug, thiserror::Error)]
+#[error("lease not renewed: {0}")]
+pub struct LeaseError(#[from] BackendError);
+
 /// The worker that keeps the lease: renews it, or tries to take it, every third of the
 /// lease, and wakes the sweep loops when this replica becomes leader.
 pub struct LeaseWorker {
-    leadership: std::sync::Arc<Leadership>,
+    leadership: Arc<Leadership>,
     on_elected: Box<dyn Fn() + Send + Sync>,
 }
 
 impl LeaseWorker {
     /// A worker for `leadership`; `on_elected` runs each time this replica takes the lease.
-    pub fn new(
-        leadership: std::sync::Arc<Leadership>,
-        on_elected: impl Fn() + Send + Sync + 'static,
-    ) -> Self {
+    pub fn new(leadership: Arc<Leadership>, on_elected: impl Fn() + Send + Sync + 'static) -> Self {
         Self {
             leadership,
             on_elected: Box::new(on_elected),
@@ -283,7 +285,45 @@ impl LeaseWorker {
     }
 }
 
+/// Whether this replica may sweep: the narrow view of the election that the monitor, the
+/// timers and the API need. Without an election, it always may.
+#[derive(Clone, Default)]
+pub struct LeaderHandle(Option<Arc<Leadership>>);
+
+impl LeaderHandle {
+    /// A handle on `leadership` (`None`: no election, always leader).
+    pub fn new(leadership: Option<Arc<Leadership>>) -> Self {
+        Self(leadership)
+    }
+
+    /// Whether this replica may sweep: it holds the lease, or there is no election.
+    pub fn may_sweep(&self) -> bool {
+        self.0.as_ref().is_none_or(|l| l.is_leader())
+    }
+
+    /// `leader` or `standby` (always `leader` without an election).
+    pub fn role(&self) -> Role {
+        if self.may_sweep() {
+            Role::Leader
+        } else {
+            Role::Standby
+        }
+    }
+
+    /// Who holds the lease, when another replica does.
+    pub fn holder(&self) -> Option<String> {
+        self.0.as_ref().and_then(|l| l.holder())
+    }
+
+    /// The lease itself, when there is an election.
+    pub fn lease(&self) -> Option<&Arc<Leadership>> {
+        self.0.as_ref()
+    }
+}
+
 impl Worker for LeaseWorker {
+    type Error = LeaseError;
+
     fn name(&self) -> &str {
         "leader"
     }
@@ -292,7 +332,7 @@ impl Worker for LeaseWorker {
         self.leadership.renew_every()
     }
 
-    async fn work(&mut self, _cancel: &CancellationToken) -> Result<String, String> {
+    async fn work(&mut self, _cancel: &CancellationToken) -> Result<String, LeaseError> {
         match self.leadership.tick().await {
             Ok((Role::Leader, elected)) => {
                 if elected {
@@ -304,7 +344,7 @@ impl Worker for LeaseWorker {
                 "standby: lease held by {}",
                 self.leadership.holder().as_deref().unwrap_or("nobody")
             )),
-            Err(e) => Err(format!("lease not renewed: {e}")),
+            Err(e) => Err(LeaseError(e)),
         }
     }
 }

@@ -13,8 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::backend::qdrant::CollectionStats;
-use crate::resource::{Priority, Usage};
+use crate::resource::{CollectionStats, Priority, Resource, Usage};
 use crate::runs::Outcome;
 use crate::worker::WorkerStatus;
 
@@ -52,6 +51,8 @@ pub struct Metrics {
     duration: Family<ResourceLabel, Histogram>,
     emergency: Family<ResourceLabel, Counter>,
     queue_size: Gauge,
+    queue_running: Gauge,
+    queue_dropped: Counter,
     leader: Gauge,
     worker_state: Family<WorkerLabels, Gauge>,
     worker_failures: Family<ResourceLabel, Gauge>,
@@ -103,6 +104,8 @@ impl Metrics {
             }),
             emergency: Family::default(),
             queue_size: Gauge::default(),
+            queue_running: Gauge::default(),
+            queue_dropped: Counter::default(),
             leader: Gauge::default(),
             worker_state: Family::default(),
             worker_failures: Family::default(),
@@ -206,6 +209,16 @@ impl Metrics {
             m.queue_size.clone(),
         );
         r.register(
+            "janitor_queue_running",
+            "Cleanup tasks running now (at most one per store)",
+            m.queue_running.clone(),
+        );
+        r.register(
+            "janitor_queue_dropped",
+            "Cleanup tasks dropped because the queue was full (the lowest-priority, oldest)",
+            m.queue_dropped.clone(),
+        );
+        r.register(
             "janitor_leader",
             "1 while this replica sweeps (holds the leader lease, or no election), 0 on standby",
             m.leader.clone(),
@@ -247,9 +260,9 @@ impl Metrics {
         }
     }
 
-    /// A measurement of `resource` (seed key: redis, qdrant, minio, mongodb).
-    pub fn record_usage(&self, resource: &str, usage: &Usage, priority: Priority) {
-        let l = Self::label(resource);
+    /// A measurement of `resource`.
+    pub fn record_usage(&self, resource: Resource, usage: &Usage, priority: Priority) {
+        let l = Self::label(resource.name());
         self.usage.get_or_create(&l).set(usage.usage_fraction);
         self.items.get_or_create(&l).set(usage.total_items as i64);
         if let Some(b) = usage.size_bytes {
@@ -259,36 +272,38 @@ impl Metrics {
     }
 
     /// A failed measurement.
-    pub fn record_measure_error(&self, resource: &str) {
+    pub fn record_measure_error(&self, resource: Resource) {
         self.measure_errors
-            .get_or_create(&Self::label(resource))
+            .get_or_create(&Self::label(resource.name()))
             .inc();
     }
 
     /// A finished run.
     pub fn record_run(
         &self,
-        resource: &str,
+        resource: Resource,
         outcome: Outcome,
         deleted: u64,
         expired: u64,
         secs: f64,
     ) {
-        let l = Self::label(resource);
+        let l = Self::label(resource.name());
         self.deleted.get_or_create(&l).inc_by(deleted);
         self.expired.get_or_create(&l).inc_by(expired);
         self.duration.get_or_create(&l).observe(secs);
         self.runs
             .get_or_create(&RunLabels {
-                resource: resource.to_string(),
+                resource: resource.name().to_string(),
                 outcome: outcome.as_str().to_string(),
             })
             .inc();
     }
 
     /// A CRITICAL task run at once.
-    pub fn record_emergency(&self, resource: &str) {
-        self.emergency.get_or_create(&Self::label(resource)).inc();
+    pub fn record_emergency(&self, resource: Resource) {
+        self.emergency
+            .get_or_create(&Self::label(resource.name()))
+            .inc();
     }
 
     /// Whether this replica may sweep (holds the leader lease, or there is no election).
@@ -296,9 +311,15 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
-    /// The queue's size.
-    pub fn set_queue_size(&self, n: usize) {
-        self.queue_size.set(n as i64);
+    /// Tasks pending and running in the queue.
+    pub fn set_queue(&self, pending: usize, running: usize) {
+        self.queue_size.set(pending as i64);
+        self.queue_running.set(running as i64);
+    }
+
+    /// Tasks dropped from a full queue.
+    pub fn record_queue_dropped(&self, n: u64) {
+        self.queue_dropped.inc_by(n);
     }
 
     /// Worker states (one series per worker and state, 1 for the current one).
@@ -399,10 +420,13 @@ mod tests {
             usage_fraction: 0.8,
             oldest_age_hours: None,
         };
-        m.record_usage("redis", &usage, Priority::High);
-        m.record_run("redis", Outcome::AbortedCap, 0, 0, 0.5);
-        m.record_run("redis", Outcome::Succeeded, 7, 3, 0.2);
-        m.set_queue_size(2);
+        m.record_usage(Resource::Redis, &usage, Priority::High);
+        m.record_usage(Resource::S3, &usage, Priority::Low);
+        m.record_run(Resource::Redis, Outcome::AbortedCap, 0, 0, 0.5);
+        m.record_run(Resource::Redis, Outcome::Succeeded, 7, 3, 0.2);
+        m.record_run(Resource::S3, Outcome::Succeeded, 1, 0, 0.2);
+        m.set_queue(2, 1);
+        m.record_queue_dropped(3);
         let text = m.encode();
         for line in [
             "janitor_resource_usage_ratio{resource=\"redis\"} 0.8",
@@ -411,6 +435,11 @@ mod tests {
             "janitor_items_deleted_total{resource=\"redis\"} 7",
             "janitor_runs_total{resource=\"redis\",outcome=\"aborted_cap\"} 1",
             "janitor_queue_size 2",
+            "janitor_queue_running 1",
+            "janitor_queue_dropped_total 3",
+            // one label per store everywhere, so usage and runs join on it
+            "janitor_resource_usage_ratio{resource=\"s3\"} 0.8",
+            "janitor_runs_total{resource=\"s3\",outcome=\"succeeded\"} 1",
             "janitor_run_duration_seconds_count{resource=\"redis\"} 2",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");

@@ -1,124 +1,70 @@
-//! The monitoring loop: measure every store, rank it, queue cleanups.
+//! The monitoring loop: measure every store, rank it, queue cleanups for the ones under
+//! pressure, raise alerts.
 //!
-//! Each cycle measures each enabled backend against its budget (the server's own numbers),
-//! keeps the result in the [`Snapshot`] the API serves (so `/api/resources/metrics` never
-//! waits on a backend), and turns HIGH / CRITICAL usage into [`CleanupTask`]s. Then it takes
-//! tasks off the queue: every CRITICAL one at once, and up to `tasks_per_cycle` others. A
-//! backend that fails to answer is reported as such; the others are still measured.
+//! Each cycle measures each enabled store against its budget through a [`Gauge`] (the
+//! servers' own numbers, see [`StoreGauge`]), keeps the result in the [`Snapshot`], and
+//! submits a task for every swept store at HIGH or CRITICAL to the [`Scheduler`] (which
+//! merges it with a pending one). Each cycle also opens the scheduler's next budget of
+//! non-critical tasks. A store that fails to answer is reported as such; the others are
+//! still measured.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::Severity;
-use crate::app::State;
-use crate::backend::BackendError;
-use crate::engine::RunRequest;
-use crate::queue::{CleanupTask, Pushed};
-use crate::resource::{Priority, Resource, Usage};
+use crate::alert::{Alerts, Severity};
+use crate::backend::{BackendError, Backends};
+use crate::config::Settings;
+use crate::engine::run_id;
+use crate::leader::LeaderHandle;
+use crate::metrics::Metrics;
+use crate::queue::CleanupTask;
+use crate::resource::{PerResource, Priority, Resource, Thresholds, Usage};
 use crate::runs::Trigger;
-use crate::worker::Worker;
+use crate::scheduler::Scheduler;
+use crate::snapshot::Snapshot;
+use crate::worker::{Registry, Worker};
 
-/// The monitored stores, by their seed key.
-pub const KEYS: [&str; 4] = ["redis", "qdrant", "minio", "mongodb"];
-
-/// What is known of one store.
-#[derive(Debug, Clone, Serialize)]
-pub struct ResourceState {
-    /// `ok`, `error`, `disabled` or `pending` (not measured yet).
-    pub status: &'static str,
-    /// The last successful measurement.
-    pub usage: Option<Usage>,
-    /// Its priority.
-    pub priority: Priority,
-    /// The last error, if the last measurement failed.
-    pub error: Option<String>,
-    /// When it was last measured (successfully or not).
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
-    pub measured_at: Option<SystemTime>,
+/// Measures a store. `None`: the store is not configured.
+pub trait Gauge: Send + Sync + 'static {
+    /// One measurement of `resource` as of `now`.
+    fn measure(
+        &self,
+        resource: Resource,
+        now: SystemTime,
+    ) -> BoxFuture<'_, Option<Result<Usage, BackendError>>>;
 }
 
-impl ResourceState {
-    fn new(enabled: bool) -> Self {
+/// The [`Gauge`] of the configured backends, against the configured budgets.
+pub struct StoreGauge {
+    backends: Backends,
+    settings: Arc<Settings>,
+    metrics: Metrics,
+}
+
+impl StoreGauge {
+    /// Measures through `backends`; Qdrant's per-collection figures go to `metrics`.
+    pub fn new(backends: Backends, settings: Arc<Settings>, metrics: Metrics) -> Self {
         Self {
-            status: if enabled { "pending" } else { "disabled" },
-            usage: None,
-            priority: Priority::Low,
-            error: None,
-            measured_at: None,
+            backends,
+            settings,
+            metrics,
         }
     }
-}
 
-/// The latest measurement of every store, shared with the API and the sweep loops.
-#[derive(Debug, Default)]
-pub struct Snapshot(RwLock<BTreeMap<&'static str, ResourceState>>);
-
-impl Snapshot {
-    /// A snapshot with every store pending or disabled.
-    pub fn new(enabled: impl Fn(&str) -> bool) -> Self {
-        Self(RwLock::new(
-            KEYS.iter()
-                .map(|k| (*k, ResourceState::new(enabled(k))))
-                .collect(),
-        ))
-    }
-
-    /// Every store's state.
-    pub fn all(&self) -> BTreeMap<&'static str, ResourceState> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The priority of a sweepable resource (LOW when unknown).
-    pub fn priority(&self, resource: Resource) -> Priority {
-        self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(resource.metrics_key())
-            .map_or(Priority::Low, |s| s.priority)
-    }
-
-    fn set(&self, key: &'static str, now: SystemTime, result: Result<(Usage, Priority), String>) {
-        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
-        let state = map.entry(key).or_insert_with(|| ResourceState::new(true));
-        state.measured_at = Some(now);
-        match result {
-            Ok((usage, priority)) => {
-                state.status = "ok";
-                state.usage = Some(usage);
-                state.priority = priority;
-                state.error = None;
-            }
-            // keep the last good usage (marked stale by the error) and its priority
-            Err(e) => {
-                state.status = "error";
-                state.error = Some(e);
-            }
-        }
-    }
-}
-
-/// The monitoring worker.
-pub struct Monitor {
-    state: Arc<State>,
-}
-
-impl Monitor {
-    /// A monitor over the daemon's state.
-    pub fn new(state: Arc<State>) -> Self {
-        Self { state }
-    }
-
-    async fn measure(&self, key: &str, now: SystemTime) -> Option<Result<Usage, BackendError>> {
-        let b = &self.state.backends;
-        let budgets = &self.state.settings.budgets;
-        Some(match key {
-            "redis" => b.redis.as_ref()?.measure(budgets.redis_memory_bytes).await,
-            "qdrant" => {
-                let sweep = &self.state.settings.qdrant_sweep;
+    async fn measure_store(
+        &self,
+        resource: Resource,
+        now: SystemTime,
+    ) -> Option<Result<Usage, BackendError>> {
+        let b = &self.backends;
+        let budgets = &self.settings.budgets;
+        Some(match resource {
+            Resource::Redis => b.redis.as_ref()?.measure(budgets.redis_memory_bytes).await,
+            Resource::Qdrant => {
+                let sweep = &self.settings.qdrant_sweep;
                 let measured = b.qdrant.as_ref()?.measure(
                     budgets.qdrant_points,
                     &sweep.timestamp_field,
@@ -126,105 +72,146 @@ impl Monitor {
                     now,
                 );
                 measured.await.map(|(usage, collections)| {
-                    self.state.metrics.record_qdrant_collections(&collections);
+                    self.metrics.record_qdrant_collections(&collections);
                     usage
                 })
             }
-            "minio" => b.s3.as_ref()?.measure(budgets.s3_bytes, now).await,
-            "mongodb" => {
-                let collection = &self.state.settings.s3_sweep.ref_collection;
+            Resource::S3 => b.s3.as_ref()?.measure(budgets.s3_bytes, now).await,
+            Resource::MongoDb => {
+                let collection = &self.settings.s3_sweep.ref_collection;
                 b.mongo.as_ref()?.measure(collection).await
             }
-            _ => return None,
         })
     }
+}
 
-    /// Measures everything; returns (stores measured, stores failed).
+impl Gauge for StoreGauge {
+    fn measure(
+        &self,
+        resource: Resource,
+        now: SystemTime,
+    ) -> BoxFuture<'_, Option<Result<Usage, BackendError>>> {
+        Box::pin(self.measure_store(resource, now))
+    }
+}
+
+/// The monitor measured no store at all.
+#[derive(Debug, thiserror::Error)]
+#[error("every measurement failed ({failed} stores)")]
+pub struct MonitorError {
+    failed: usize,
+}
+
+/// What the monitor works with: narrow handles, nothing else.
+pub struct Monitor {
+    /// Measures the stores.
+    pub gauge: Arc<dyn Gauge>,
+    /// Where measurements go.
+    pub snapshot: Arc<Snapshot>,
+    /// Where cleanup tasks go.
+    pub scheduler: Arc<Scheduler>,
+    /// The stores that can be swept (a task for another would be refused).
+    pub swept: PerResource<bool>,
+    /// Usage fractions to priorities.
+    pub thresholds: Thresholds,
+    /// The cycle's interval.
+    pub interval: Duration,
+    /// Whether this replica queues cleanups.
+    pub leader: LeaderHandle,
+    /// Prometheus.
+    pub metrics: Metrics,
+    /// Alerts on CRITICAL stores and failing workers.
+    pub alerts: Alerts,
+    /// The workers' states (for the failing-worker alert and metrics).
+    pub workers: Registry,
+    /// Consecutive failures of a worker before it is alerted on.
+    pub worker_failures_alert: u32,
+}
+
+impl Monitor {
+    /// Measures every store; returns (stores measured, stores failed).
     pub async fn measure_all(&self, now: SystemTime) -> (usize, usize) {
         let (mut ok, mut failed) = (0, 0);
-        let thresholds = self.state.settings.thresholds;
-        for key in KEYS {
-            let Some(result) = self.measure(key, now).await else {
+        for resource in Resource::ALL {
+            let Some(result) = self.gauge.measure(resource, now).await else {
                 continue;
             };
             let result = match result {
                 Ok(usage) => {
                     ok += 1;
-                    // MongoDB has no budget: it is measured, never prioritised
-                    let priority = if key == "mongodb" {
-                        Priority::Low
+                    // a store that is not swept is measured, never prioritised
+                    let priority = if resource.is_swept() {
+                        usage.priority(&self.thresholds)
                     } else {
-                        usage.priority(&thresholds)
+                        Priority::Low
                     };
-                    self.state.metrics.record_usage(key, &usage, priority);
+                    self.metrics.record_usage(resource, &usage, priority);
                     Ok((usage, priority))
                 }
                 Err(e) => {
                     failed += 1;
-                    self.state.metrics.record_measure_error(key);
-                    tracing::warn!(resource = key, error = %e, "measurement failed");
+                    self.metrics.record_measure_error(resource);
+                    tracing::warn!(%resource, error = %e, "measurement failed");
                     Err(e.to_string())
                 }
             };
-            self.state.snapshot.set(key, now, result);
+            self.snapshot.set(resource, now, result);
         }
         (ok, failed)
     }
 
-    /// Queues a task for every resource at HIGH or above.
-    fn schedule(&self, now: SystemTime) {
-        let snapshot = self.state.snapshot.all();
-        let mut queue = self.state.lock_queue();
-        for resource in Resource::ALL {
-            let Some(s) = snapshot.get(resource.metrics_key()) else {
-                continue;
-            };
+    /// Submits a task for every swept store at HIGH or above; returns how many.
+    pub fn schedule(&self, now: SystemTime) -> usize {
+        let mut submitted = 0;
+        for (resource, s) in self.snapshot.all().iter() {
             let (Some(usage), true) = (&s.usage, s.priority.is_pressure()) else {
                 continue;
             };
-            if !self.state.engine.enabled(resource) {
+            if !self.swept[resource] {
                 continue;
             }
+            let level = if s.priority == Priority::Critical {
+                "Critical"
+            } else {
+                "High"
+            };
             let reason = format!(
-                "{} resource usage: {:.1}%",
-                if s.priority == Priority::Critical {
-                    "Critical"
-                } else {
-                    "High"
-                },
+                "{level} resource usage: {:.1}%",
                 usage.usage_fraction * 100.0
             );
-            let task = CleanupTask::new(s.priority, resource, "all", now, reason);
-            if let Pushed::Rejected = queue.push(task) {
-                tracing::warn!(resource = %resource, "cleanup queue full: task dropped");
-            }
+            let task = CleanupTask::new(
+                run_id(resource, now),
+                s.priority,
+                resource,
+                Trigger::Monitor,
+                now,
+                reason,
+            );
+            self.scheduler.submit(task, false);
+            submitted += 1;
         }
-        self.state.metrics.set_queue_size(queue.len());
+        submitted
     }
 
     /// Alerts on stores at CRITICAL and on workers failing again and again (each key at
     /// most once per cooldown).
     fn alert(&self, workers: &[crate::worker::WorkerStatus]) {
-        let alerts = &self.state.alerts;
-        for (key, s) in self.state.snapshot.all() {
+        for (resource, s) in self.snapshot.all().iter() {
             if let (Some(u), Priority::Critical) = (&s.usage, s.priority) {
                 let message = format!(
-                    "{key} usage {:.1}% is CRITICAL{}",
+                    "{resource} usage {:.1}% is CRITICAL{}",
                     u.usage_fraction * 100.0,
-                    if self.state.may_sweep() {
+                    if self.leader.may_sweep() {
                         ": emergency cleanup running"
                     } else {
                         ""
                     }
                 );
-                alerts.raise(
-                    &format!("usage_critical:{key}"),
-                    Severity::Critical,
-                    &message,
-                );
+                let key = format!("usage_critical:{resource}");
+                self.alerts.raise(&key, Severity::Critical, &message);
             }
         }
-        let threshold = self.state.settings.alerts.worker_failures;
+        let threshold = self.worker_failures_alert;
         for w in workers
             .iter()
             .filter(|w| w.consecutive_failures >= threshold)
@@ -235,78 +222,42 @@ impl Monitor {
                 w.consecutive_failures,
                 w.last_error.as_deref().unwrap_or("no error recorded")
             );
-            alerts.raise(
-                &format!("worker_failing:{}", w.name),
-                Severity::Warning,
-                &message,
-            );
+            let key = format!("worker_failing:{}", w.name);
+            self.alerts.raise(&key, Severity::Warning, &message);
         }
-    }
-
-    /// Starts the runs for CRITICAL tasks and up to `tasks_per_cycle` others.
-    fn dispatch(&self) -> usize {
-        let mut started = 0;
-        let per_cycle = self.state.settings.scheduling.tasks_per_cycle;
-        loop {
-            let task = {
-                let mut queue = self.state.lock_queue();
-                let task = queue
-                    .pop_at_least(Priority::Critical)
-                    .or_else(|| (started < per_cycle).then(|| queue.pop()).flatten());
-                self.state.metrics.set_queue_size(queue.len());
-                task
-            };
-            let Some(task) = task else { break };
-            if task.priority == Priority::Critical {
-                self.state.metrics.record_emergency(task.resource.name());
-            }
-            tracing::info!(resource = %task.resource, priority = %task.priority, reason = %task.reason, "cleanup task started");
-            let state = self.state.clone();
-            self.state.tracker.spawn(async move {
-                let req = RunRequest {
-                    id: None,
-                    resource: task.resource,
-                    trigger: Trigger::Queue,
-                    dry_run: false,
-                    priority: Some(task.priority),
-                };
-                state.engine.run(req, SystemTime::now()).await;
-            });
-            started += 1;
-        }
-        started
     }
 }
 
 impl Worker for Monitor {
+    type Error = MonitorError;
+
     fn name(&self) -> &str {
         "monitor"
     }
 
     fn interval(&self) -> Duration {
-        self.state.settings.intervals.monitoring
+        self.interval
     }
 
-    async fn work(&mut self, _cancel: &CancellationToken) -> Result<String, String> {
+    async fn work(&mut self, _cancel: &CancellationToken) -> Result<String, MonitorError> {
         let now = SystemTime::now();
         let (ok, failed) = self.measure_all(now).await;
-        // every replica measures; only the leader queues and runs cleanups
-        let leader = self.state.may_sweep();
-        let started = if leader {
-            self.schedule(now);
-            self.dispatch()
-        } else {
-            0
-        };
-        let workers = self.state.workers.snapshot();
-        self.state.metrics.record_workers(&workers);
-        self.state.metrics.set_leader(leader);
+        // every replica measures; only the leader queues cleanups
+        let leader = self.leader.may_sweep();
+        let queued = if leader { self.schedule(now) } else { 0 };
+        self.scheduler.new_cycle();
+        let workers = self.workers.snapshot();
+        self.metrics.record_workers(&workers);
+        self.metrics.set_leader(leader);
         self.alert(&workers);
-        let summary = format!("measured {ok} stores, {failed} failed; started {started} tasks");
         if ok == 0 && failed > 0 {
-            Err(summary)
-        } else {
-            Ok(summary)
+            return Err(MonitorError { failed });
         }
+        Ok(format!(
+            "measured {ok} stores, {failed} failed; queued {queued} tasks"
+        ))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,22 +1,27 @@
-//! The priority cleanup queue fed by the monitoring loop.
+//! The priority cleanup queue: the pending tasks, as a plain data structure.
 //!
-//! Bounded (a flood of measurements cannot grow memory), ordered by priority then FIFO, and
-//! merging: a resource that stays HIGH for ten cycles has one pending task, not ten, and a
-//! task that escalates to CRITICAL keeps its place among the CRITICAL ones by age. When full,
-//! a new task only gets in by evicting a lower-priority one.
+//! Every source of work (each store's timer, the monitor, the API) produces a
+//! [`CleanupTask`]; the [`crate::scheduler`] holds them here until the dispatcher starts
+//! them. The queue is ordered by priority, then FIFO; it merges a task into a pending one
+//! for the same store, target and mode (keeping the higher priority and both reasons), and
+//! it is bounded: when full, the lowest-priority oldest task is dropped.
 
+use std::cmp::Reverse;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
 use crate::resource::{Priority, Resource};
+use crate::runs::Trigger;
 
-/// One unit of cleanup the monitoring loop asks for.
+/// One unit of cleanup: one run of one store, once started.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CleanupTask {
+    /// The task's id, which is also the id of the run it becomes.
+    pub id: String,
     /// How urgent it is.
     pub priority: Priority,
-    /// Which store.
+    /// Which store, as the seed's `resource_type`.
     #[serde(rename = "resource_type", serialize_with = "as_resource_type")]
     pub resource: Resource,
     /// What within the store (`all`, or a collection / prefix).
@@ -24,57 +29,92 @@ pub struct CleanupTask {
     /// When it was first queued.
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: SystemTime,
-    /// Why, e.g. `High resource usage: 78.5%`.
+    /// Why, e.g. `High resource usage: 78.5%`; merged tasks keep every reason.
     pub reason: String,
+    /// Who asked first: `schedule`, `monitor`, `api` or `emergency`.
+    pub source: Trigger,
+    /// Plan only.
+    pub dry_run: bool,
     /// FIFO order among equal priorities.
     #[serde(skip)]
     seq: u64,
 }
 
 impl CleanupTask {
-    /// A new task.
+    /// A new task whose run will have the id `id`.
     pub fn new(
+        id: String,
         priority: Priority,
         resource: Resource,
-        target_id: impl Into<String>,
+        source: Trigger,
         created_at: SystemTime,
         reason: impl Into<String>,
     ) -> Self {
         Self {
+            id,
             priority,
             resource,
-            target_id: target_id.into(),
+            target_id: "all".into(),
             created_at,
             reason: reason.into(),
+            source,
+            dry_run: false,
             seq: 0,
         }
     }
 
-    fn same_target(&self, other: &CleanupTask) -> bool {
-        self.resource == other.resource && self.target_id == other.target_id
+    /// The same task, planning only.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    fn same_work(&self, other: &CleanupTask) -> bool {
+        self.resource == other.resource
+            && self.target_id == other.target_id
+            && self.dry_run == other.dry_run
     }
 
     /// Sort key: higher priority first, then older first.
-    fn rank(&self) -> (std::cmp::Reverse<Priority>, u64) {
-        (std::cmp::Reverse(self.priority), self.seq)
+    fn rank(&self) -> (Reverse<Priority>, u64) {
+        (Reverse(self.priority), self.seq)
     }
 }
 
 fn as_resource_type<S: serde::Serializer>(r: &Resource, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(r.resource_type())
+    s.serialize_str(r.resource_type().unwrap_or(r.name()))
 }
 
 /// What [`CleanupQueue::push`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Pushed {
-    /// Added as a new task.
-    Queued,
-    /// Merged into the pending task for the same resource and target.
-    Merged,
-    /// Added after evicting a lower-priority task (the queue was full).
-    Evicted(Resource, String),
-    /// Not added: the queue is full of tasks at least as urgent.
-    Rejected,
+    /// Added as a new task with this id.
+    Queued(String),
+    /// Merged into the pending task with this id (same store, target and mode).
+    Merged(String),
+    /// Added with this id; the queue was full, so its lowest-priority oldest task was
+    /// dropped to make room.
+    Displaced(String, Box<CleanupTask>),
+    /// Not added: the queue is full and the newcomer is less urgent than every pending task.
+    Dropped(Box<CleanupTask>),
+}
+
+impl Pushed {
+    /// The id of the pending task the pushed work is now part of (`None`: dropped).
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Pushed::Queued(id) | Pushed::Merged(id) | Pushed::Displaced(id, _) => Some(id),
+            Pushed::Dropped(_) => None,
+        }
+    }
+
+    /// The task that was dropped, if any.
+    pub fn dropped(&self) -> Option<&CleanupTask> {
+        match self {
+            Pushed::Displaced(_, t) | Pushed::Dropped(t) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 /// Bounded priority queue of [`CleanupTask`]s.
@@ -95,58 +135,59 @@ impl CleanupQueue {
         }
     }
 
-    /// Adds a task, merging with a pending one for the same target (the higher priority and
-    /// its reason win; the original place in line is kept).
+    /// Adds a task, merging it into a pending one for the same work (the higher priority
+    /// wins with its source, both reasons are kept, the original place in line is kept).
     pub fn push(&mut self, mut task: CleanupTask) -> Pushed {
-        if let Some(pending) = self.tasks.iter_mut().find(|t| t.same_target(&task)) {
+        if let Some(pending) = self.tasks.iter_mut().find(|t| t.same_work(&task)) {
             if task.priority > pending.priority {
                 pending.priority = task.priority;
-                pending.reason = task.reason;
+                pending.source = task.source;
             }
-            return Pushed::Merged;
+            if !pending.reason.split("; ").any(|r| r == task.reason) {
+                pending.reason = format!("{}; {}", pending.reason, task.reason);
+            }
+            return Pushed::Merged(pending.id.clone());
         }
         task.seq = self.next_seq;
         self.next_seq += 1;
         if self.tasks.len() < self.capacity {
+            let id = task.id.clone();
             self.tasks.push(task);
-            return Pushed::Queued;
+            return Pushed::Queued(id);
         }
-        // full: evict the least urgent (newest among equals) if the newcomer beats it
+        // full: the lowest priority goes, the oldest among equals
         let (worst, _) = self
             .tasks
             .iter()
             .enumerate()
-            .max_by_key(|(_, t)| t.rank())
+            .min_by_key(|(_, t)| (t.priority, t.seq))
             .expect("a full queue is not empty");
-        if self.tasks[worst].priority < task.priority {
-            let evicted = std::mem::replace(&mut self.tasks[worst], task);
-            Pushed::Evicted(evicted.resource, evicted.target_id)
-        } else {
-            Pushed::Rejected
+        if task.priority < self.tasks[worst].priority {
+            return Pushed::Dropped(Box::new(task));
         }
+        let id = task.id.clone();
+        let dropped = std::mem::replace(&mut self.tasks[worst], task);
+        Pushed::Displaced(id, Box::new(dropped))
     }
 
-    /// Removes and returns the most urgent task (oldest among equals).
-    pub fn pop(&mut self) -> Option<CleanupTask> {
+    /// Removes and returns the most urgent task that may start: its store is not `busy`,
+    /// and it is CRITICAL or `may_start` says so.
+    pub fn pop_startable(
+        &mut self,
+        busy: impl Fn(Resource) -> bool,
+        may_start: impl Fn(&CleanupTask) -> bool,
+    ) -> Option<CleanupTask> {
         let (best, _) = self
             .tasks
             .iter()
             .enumerate()
+            .filter(|(_, t)| !busy(t.resource))
+            .filter(|(_, t)| t.priority == Priority::Critical || may_start(t))
             .min_by_key(|(_, t)| t.rank())?;
         Some(self.tasks.swap_remove(best))
     }
 
-    /// Removes and returns the most urgent task if it is at least `priority`.
-    pub fn pop_at_least(&mut self, priority: Priority) -> Option<CleanupTask> {
-        let top = self.tasks.iter().min_by_key(|t| t.rank())?;
-        if top.priority >= priority {
-            self.pop()
-        } else {
-            None
-        }
-    }
-
-    /// The pending tasks in the order they will run.
+    /// The pending tasks in the order they will run (stores permitting).
     pub fn snapshot(&self) -> Vec<CleanupTask> {
         let mut tasks = self.tasks.clone();
         tasks.sort_by_key(CleanupTask::rank);
@@ -171,17 +212,20 @@ mod tests {
     use Resource::*;
 
     fn task(p: Priority, r: Resource, target: &str) -> CleanupTask {
-        CleanupTask::new(
+        let mut t = CleanupTask::new(
+            format!("{r}-{target}"),
             p,
             r,
-            target,
+            Trigger::Monitor,
             SystemTime::UNIX_EPOCH,
             format!("{p} {target}"),
-        )
+        );
+        t.target_id = target.into();
+        t
     }
 
-    fn order(q: &mut CleanupQueue) -> Vec<(Priority, String)> {
-        std::iter::from_fn(|| q.pop())
+    fn drain(q: &mut CleanupQueue) -> Vec<(Priority, String)> {
+        std::iter::from_fn(|| q.pop_startable(|_| false, |_| true))
             .map(|t| (t.priority, t.target_id))
             .collect()
     }
@@ -197,7 +241,7 @@ mod tests {
         let snap: Vec<_> = q.snapshot().into_iter().map(|t| t.target_id).collect();
         assert_eq!(snap, ["b", "d", "a", "c", "e"]);
         assert_eq!(
-            order(&mut q),
+            drain(&mut q),
             [
                 (Critical, "b".into()),
                 (Critical, "d".into()),
@@ -209,58 +253,89 @@ mod tests {
     }
 
     #[test]
-    fn same_target_merges_keeping_the_higher_priority_and_place() {
+    fn same_work_merges_keeping_the_higher_priority_both_reasons_and_place() {
         let mut q = CleanupQueue::new(10);
-        assert_eq!(q.push(task(High, Redis, "all")), Pushed::Queued);
-        assert_eq!(q.push(task(Critical, Qdrant, "all")), Pushed::Queued);
-        assert_eq!(q.push(task(Critical, Redis, "all")), Pushed::Merged);
-        assert_eq!(q.push(task(High, Redis, "all")), Pushed::Merged);
+        assert_eq!(
+            q.push(task(High, Redis, "all")),
+            Pushed::Queued("redis-all".into())
+        );
+        q.push(task(Critical, Qdrant, "all"));
+        let mut escalation = task(Critical, Redis, "all");
+        escalation.id = "another".into();
+        assert_eq!(q.push(escalation), Pushed::Merged("redis-all".into()));
+        assert_eq!(
+            q.push(task(High, Redis, "all")),
+            Pushed::Merged("redis-all".into())
+        );
         assert_eq!(q.len(), 2);
-        let first = q.pop().unwrap();
+        let first = q.pop_startable(|_| false, |_| true).unwrap();
         // both CRITICAL now; Redis was queued first
         assert_eq!((first.resource, first.priority), (Redis, Critical));
         assert_eq!(
-            first.reason, "CRITICAL all",
-            "the escalation's reason is kept"
+            first.reason, "HIGH all; CRITICAL all",
+            "both reasons, once each"
         );
-        // a different target of the same resource is its own task
-        assert_eq!(q.push(task(High, Qdrant, "docs")), Pushed::Queued);
-        assert_eq!(q.len(), 2);
+        assert_eq!(first.id, "redis-all", "the pending task's id is kept");
+        // another target, or a dry run, of the same store is work of its own
+        q.push(task(High, Qdrant, "docs"));
+        q.push(task(High, Qdrant, "all").dry_run(true));
+        assert_eq!(q.len(), 3);
     }
 
     #[test]
-    fn bounded_evicts_only_for_more_urgent_tasks() {
-        let mut q = CleanupQueue::new(2);
-        q.push(task(High, Redis, "a"));
+    fn a_full_queue_drops_the_lowest_priority_oldest_task() {
+        let mut q = CleanupQueue::new(3);
+        q.push(task(Medium, Redis, "old"));
         q.push(task(High, Qdrant, "b"));
-        assert_eq!(q.push(task(High, S3, "c")), Pushed::Rejected);
+        q.push(task(Medium, S3, "young"));
+        let pushed = q.push(task(High, S3, "c"));
+        assert_eq!(pushed.id(), Some("s3-c"));
+        assert_eq!(pushed.dropped().unwrap().target_id, "old");
+        // a newcomer below everything pending is the one dropped
+        let pushed = q.push(task(Low, Redis, "low"));
+        assert_eq!(pushed.id(), None);
+        assert_eq!(pushed.dropped().unwrap().target_id, "low");
+        // at the lowest priority, the oldest pending one goes, not the newcomer
+        let pushed = q.push(task(Medium, Qdrant, "new"));
+        assert_eq!(pushed.dropped().unwrap().target_id, "young");
+        assert_eq!(q.len(), 3);
         assert_eq!(
-            q.push(task(Critical, S3, "d")),
-            Pushed::Evicted(Qdrant, "b".into())
+            drain(&mut q),
+            [
+                (High, "b".into()),
+                (High, "c".into()),
+                (Medium, "new".into())
+            ]
         );
-        assert_eq!(q.len(), 2);
-        assert_eq!(order(&mut q), [(Critical, "d".into()), (High, "a".into())]);
     }
 
     #[test]
-    fn pop_at_least_leaves_lesser_tasks() {
-        let mut q = CleanupQueue::new(4);
+    fn busy_stores_and_the_cycle_budget_hold_tasks_back_but_not_critical_ones() {
+        let mut q = CleanupQueue::new(8);
         q.push(task(High, Redis, "a"));
-        assert!(q.pop_at_least(Critical).is_none());
-        q.push(task(Critical, S3, "b"));
-        assert_eq!(q.pop_at_least(Critical).unwrap().target_id, "b");
-        assert!(q.pop_at_least(Critical).is_none());
+        q.push(task(Medium, Qdrant, "b"));
+        q.push(task(Critical, Redis, "c"));
+        // Redis is running: its tasks wait, Qdrant's may go
+        let t = q.pop_startable(|r| r == Redis, |_| true).unwrap();
+        assert_eq!(t.target_id, "b");
+        // no budget left: only CRITICAL starts
+        let t = q.pop_startable(|_| false, |_| false).unwrap();
+        assert_eq!(t.target_id, "c");
+        assert!(q.pop_startable(|_| false, |_| false).is_none());
         assert_eq!(q.len(), 1);
     }
 
     #[test]
-    fn serialises_in_the_seed_shape() {
+    fn serialises_in_the_seed_shape_plus_id_and_source() {
         let t = task(High, Qdrant, "all");
         let v = serde_json::to_value(&t).unwrap();
         assert_eq!(v["priority"], "HIGH");
         assert_eq!(v["resource_type"], "qdrant_vectors");
         assert_eq!(v["target_id"], "all");
         assert_eq!(v["created_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["reason"], "HIGH all");
+        assert_eq!(v["id"], "qdrant-all");
+        assert_eq!(v["source"], "monitor");
         assert!(v.get("seq").is_none());
     }
 }

@@ -1,17 +1,19 @@
-//! The resources the janitor watches, and how full they are.
+//! The stores the janitor knows, how full they are, and how urgent that is.
 //!
-//! Redis, Qdrant and S3 are swept; MongoDB is only measured (it is the reference source the
-//! sweeps consult, and the application owns its documents). A [`Usage`] is one measurement;
-//! its [`Priority`] follows from the configured thresholds.
+//! [`Resource`] is the one place that names a store: its label in metrics, logs, the CLI
+//! and run records ([`Resource::name`]), its key in the seed's JSON ([`Resource::api_key`])
+//! and its seed `resource_type`. Per-store values live in a [`PerResource`] map, never in
+//! arrays indexed by number or maps keyed by text. Redis, Qdrant and S3 are swept; MongoDB
+//! is only measured (the application owns its documents). A [`Usage`] is one measurement;
+//! its [`Priority`] follows from the [`Thresholds`].
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Thresholds;
-
-/// A store the janitor sweeps.
+/// A store the janitor knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Resource {
@@ -21,47 +23,78 @@ pub enum Resource {
     Qdrant,
     /// Files.
     S3,
+    /// The application's metadata: measured, and the reference source of the sweeps.
+    #[serde(rename = "mongodb")]
+    MongoDb,
 }
 
 impl Resource {
-    /// The three sweepable resources, in loop order.
-    pub const ALL: [Resource; 3] = [Resource::Redis, Resource::Qdrant, Resource::S3];
+    /// Every store, in loop order.
+    pub const ALL: [Resource; 4] = [
+        Resource::Redis,
+        Resource::Qdrant,
+        Resource::S3,
+        Resource::MongoDb,
+    ];
 
-    /// Index into per-resource arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
+    /// The stores the janitor sweeps.
+    pub const SWEPT: [Resource; 3] = [Resource::Redis, Resource::Qdrant, Resource::S3];
 
-    /// Short name: `redis`, `qdrant`, `s3` (metric labels, CLI, worker names).
+    /// The label used everywhere: metrics (`resource="s3"`), logs, the CLI, worker names and
+    /// run records: `redis`, `qdrant`, `s3`, `mongodb`.
     pub fn name(self) -> &'static str {
         match self {
             Resource::Redis => "redis",
             Resource::Qdrant => "qdrant",
             Resource::S3 => "s3",
+            Resource::MongoDb => "mongodb",
         }
     }
 
-    /// The seed's `resource_type` (`redis_cache`, `qdrant_vectors`, `minio_files`).
-    pub fn resource_type(self) -> &'static str {
+    /// The key in the seed's JSON (`/api/resources/metrics`, `deleted_counts`): `redis`,
+    /// `qdrant`, `minio`, `mongodb`.
+    pub fn api_key(self) -> &'static str {
         match self {
-            Resource::Redis => "redis_cache",
-            Resource::Qdrant => "qdrant_vectors",
-            Resource::S3 => "minio_files",
-        }
-    }
-
-    /// The seed's metrics key (`redis`, `qdrant`, `minio`).
-    pub fn metrics_key(self) -> &'static str {
-        match self {
-            Resource::Redis => "redis",
-            Resource::Qdrant => "qdrant",
             Resource::S3 => "minio",
+            other => other.name(),
         }
+    }
+
+    /// The seed's `resource_type` of a swept store (`redis_cache`, `qdrant_vectors`,
+    /// `minio_files`); MongoDB has none.
+    pub fn resource_type(self) -> Option<&'static str> {
+        match self {
+            Resource::Redis => Some("redis_cache"),
+            Resource::Qdrant => Some("qdrant_vectors"),
+            Resource::S3 => Some("minio_files"),
+            Resource::MongoDb => None,
+        }
+    }
+
+    /// Whether the janitor deletes from this store.
+    pub fn is_swept(self) -> bool {
+        self.resource_type().is_some()
     }
 
     /// Parses a seed `resource_type`.
     pub fn from_resource_type(s: &str) -> Option<Resource> {
-        Resource::ALL.into_iter().find(|r| r.resource_type() == s)
+        Resource::ALL
+            .into_iter()
+            .find(|r| r.resource_type() == Some(s))
+    }
+
+    /// The smallest TTL allowed without `JANITOR_ALLOW_SHORT_TTL` (zero for MongoDB).
+    pub fn ttl_floor(self) -> Duration {
+        match self {
+            Resource::Redis => Duration::from_secs(60),
+            Resource::Qdrant => Duration::from_secs(600),
+            Resource::S3 => Duration::from_secs(3600),
+            Resource::MongoDb => Duration::ZERO,
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
     }
 }
 
@@ -71,14 +104,71 @@ impl fmt::Display for Resource {
     }
 }
 
+/// A name that is no store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown resource {0:?} (expected redis, qdrant, s3 or mongodb)")]
+pub struct UnknownResource(pub String);
+
 impl FromStr for Resource {
-    type Err = String;
+    type Err = UnknownResource;
+    /// Any of a store's names: `s3`, `minio` or `minio_files` are S3.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Resource::ALL
             .into_iter()
-            .find(|r| r.name() == s || r.resource_type() == s)
-            .ok_or_else(|| format!("unknown resource {s:?} (expected redis, qdrant or s3)"))
+            .find(|r| r.name() == s || r.api_key() == s || r.resource_type() == Some(s))
+            .ok_or_else(|| UnknownResource(s.to_string()))
     }
+}
+
+/// One value per store, looked up by [`Resource`]. Serialises as `{"redis": .., ...}`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PerResource<T>([T; 4]);
+
+impl<T> PerResource<T> {
+    /// A map with `f(resource)` for every store.
+    pub fn from_fn(mut f: impl FnMut(Resource) -> T) -> Self {
+        Self(Resource::ALL.map(&mut f))
+    }
+
+    /// Every (store, value), in loop order.
+    pub fn iter(&self) -> impl Iterator<Item = (Resource, &T)> {
+        Resource::ALL.into_iter().zip(self.0.iter())
+    }
+}
+
+impl<T> std::ops::Index<Resource> for PerResource<T> {
+    type Output = T;
+    fn index(&self, r: Resource) -> &T {
+        &self.0[r.slot()]
+    }
+}
+
+impl<T> std::ops::IndexMut<Resource> for PerResource<T> {
+    fn index_mut(&mut self, r: Resource) -> &mut T {
+        &mut self.0[r.slot()]
+    }
+}
+
+impl<T: Serialize> Serialize for PerResource<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(4))?;
+        for (r, v) in self.iter() {
+            map.serialize_entry(r.name(), v)?;
+        }
+        map.end()
+    }
+}
+
+/// Usage fractions: medium < high < critical <= 1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Thresholds {
+    /// From here a resource is MEDIUM.
+    pub medium: f64,
+    /// From here a resource is HIGH (a cleanup task is queued).
+    pub high: f64,
+    /// From here a resource is CRITICAL (its task runs at once).
+    pub critical: f64,
 }
 
 /// How urgently a resource needs cleaning. Ordered: `Low < Medium < High < Critical`.
@@ -152,6 +242,23 @@ impl Usage {
     }
 }
 
+/// What the monitor measured of one Qdrant collection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionStats {
+    /// The collection.
+    pub name: String,
+    /// Points (the server's count).
+    pub points: u64,
+    /// Segments.
+    pub segments: u64,
+    /// Vectors in the HNSW index.
+    pub indexed_vectors: u64,
+    /// Whether the timestamp field has a range-capable payload index.
+    pub timestamp_indexed: bool,
+    /// Age of the oldest point, where the index allows `order_by`.
+    pub oldest_age: Option<Duration>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,11 +284,29 @@ mod tests {
     }
 
     #[test]
-    fn resource_names_round_trip() {
+    fn every_name_of_a_store_parses_to_it() {
         for r in Resource::ALL {
             assert_eq!(r.name().parse::<Resource>().unwrap(), r);
-            assert_eq!(Resource::from_resource_type(r.resource_type()), Some(r));
+            assert_eq!(r.api_key().parse::<Resource>().unwrap(), r);
+            if let Some(t) = r.resource_type() {
+                assert_eq!(Resource::from_resource_type(t), Some(r));
+            }
         }
-        assert!("mongodb".parse::<Resource>().is_err());
+        assert_eq!(Resource::S3.api_key(), "minio");
+        assert!(!Resource::MongoDb.is_swept());
+        assert!("postgres".parse::<Resource>().is_err());
+    }
+
+    #[test]
+    fn per_resource_maps_by_store_and_serialises_by_label() {
+        let mut m = PerResource::from_fn(|r| r.name().len());
+        m[Resource::S3] = 10;
+        assert_eq!(m[Resource::Redis], 5);
+        assert_eq!(m[Resource::S3], 10);
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"redis": 5, "qdrant": 6, "s3": 10, "mongodb": 7})
+        );
     }
 }

@@ -56,17 +56,19 @@ impl Outcome {
     }
 }
 
-/// What started a run.
+/// Who asked for a run: the source of its cleanup task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
-    /// The resource's loop.
+    /// The store's interval timer.
     Schedule,
-    /// A task from the priority queue.
-    Queue,
+    /// The monitor, for a store at HIGH or CRITICAL.
+    Monitor,
     /// `POST /api/resources/cleanup`.
     Api,
-    /// `janitor sweep --once`.
+    /// An emergency cleanup.
+    Emergency,
+    /// `janitor sweep --once` (no task: the CLI runs the engine directly).
     Cli,
 }
 
@@ -81,6 +83,8 @@ pub struct RunRecord {
     pub trigger: Trigger,
     /// The priority of its task, if any.
     pub priority: Option<Priority>,
+    /// Why its task was queued (every reason of a merged task).
+    pub reason: Option<String>,
     /// Whether it only planned.
     pub dry_run: bool,
     /// How it ended.

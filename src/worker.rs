@@ -5,7 +5,7 @@
 //! publishes a [`WorkerStatus`] that the admin API shows. A failing unit never crashes the
 //! daemon: the worker goes `failed` and backs off exponentially (capped), then tries again.
 //!
-//! Intervals follow load (seed 000): a resource at HIGH runs its loop four times as often, at
+//! Intervals follow load (seed 000): a store's timer at HIGH fires four times as often, at
 //! CRITICAL back to back (a short pause) until its usage falls below HIGH.
 //! All timing uses tokio time, so tests drive loops with paused time instead of sleeping.
 
@@ -112,6 +112,9 @@ impl Registry {
 
 /// A loop of the daemon.
 pub trait Worker: Send + 'static {
+    /// Why a unit failed: each worker's own typed error, shown by its message.
+    type Error: std::fmt::Display + Send;
+
     /// Stable name (`redis`, `qdrant`, `s3`, `monitor`).
     fn name(&self) -> &str;
 
@@ -128,12 +131,12 @@ pub trait Worker: Send + 'static {
         false
     }
 
-    /// One unit of work. `Ok` carries a one-line summary; `Err` a one-line reason. The unit
-    /// should check `cancel` between its batches and return early once it is cancelled.
+    /// One unit of work. `Ok` carries a one-line summary. The unit should check `cancel`
+    /// between its batches and return early once it is cancelled.
     fn work(
         &mut self,
         cancel: &CancellationToken,
-    ) -> impl Future<Output = Result<String, String>> + Send;
+    ) -> impl Future<Output = Result<String, Self::Error>> + Send;
 }
 
 /// Scheduling parameters of the runner.
@@ -229,7 +232,7 @@ pub async fn run<W: Worker>(
                     s.last_result = Some(summary);
                     s.last_error = None;
                 }
-                Err(e) => s.last_error = Some(e),
+                Err(e) => s.last_error = Some(e.to_string()),
             }
         });
         tokio::select! {
@@ -305,6 +308,8 @@ mod tests {
     }
 
     impl Worker for Probe {
+        type Error = String;
+
         fn name(&self) -> &str {
             "probe"
         }

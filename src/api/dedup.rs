@@ -26,7 +26,7 @@ impl From<DedupError> for ApiError {
 }
 
 fn index(api: &Api) -> Result<&DedupIndex, ApiError> {
-    api.state.dedup.as_deref().ok_or_else(|| {
+    api.ctx.dedup.as_deref().ok_or_else(|| {
         ApiError::Unavailable("MONGODB_URI is not set: there is no dedup index".into())
     })
 }
@@ -91,9 +91,7 @@ pub async fn check(
             HashError::Body(m) => ApiError::BadRequest(m),
         })?;
     let found = index.lookup(&user, &digested.sha256).await?;
-    api.state
-        .metrics
-        .record_dedup(digested.size, found.is_some());
+    api.ctx.metrics.record_dedup(digested.size, found.is_some());
     Ok(answer(&digested.sha256, Some(digested.size), found))
 }
 
@@ -114,7 +112,7 @@ pub async fn lookup(
     let user = user(body.user_id)?;
     let sha = sha256(body.sha256.as_deref().unwrap_or_default())?;
     let found = index.lookup(&user, &sha).await?;
-    api.state.metrics.record_dedup(0, found.is_some());
+    api.ctx.metrics.record_dedup(0, found.is_some());
     Ok(answer(&sha, None, found))
 }
 

@@ -13,9 +13,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Api, ApiError, small_body};
-use crate::engine::{RunRequest, run_id};
+use crate::engine::run_id;
+use crate::queue::CleanupTask;
 use crate::resource::{Priority, Resource};
 use crate::runs::Trigger;
+use crate::scheduler::TaskState;
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
@@ -25,15 +27,15 @@ pub async fn healthz() -> Json<Value> {
 /// backend that is down does not make the janitor unready (it would take a sidecar's pod
 /// out of service for a cache hiccup); its state says so.
 pub async fn readyz(Extract(api): Extract<Api>) -> Response {
-    let started = api.state.started.load(Ordering::SeqCst);
+    let started = api.ctx.started.load(Ordering::SeqCst);
     let backends: serde_json::Map<String, Value> = api
-        .state
+        .ctx
         .snapshot
         .all()
-        .into_iter()
-        .map(|(k, s)| {
+        .iter()
+        .map(|(r, s)| {
             (
-                k.to_string(),
+                r.api_key().to_string(),
                 json!({ "status": s.status, "error": s.error }),
             )
         })
@@ -49,8 +51,8 @@ pub async fn readyz(Extract(api): Extract<Api>) -> Response {
         "workers_started": started,
         "backends": backends,
     });
-    body["role"] = json!(api.state.role());
-    if let Some(dedup) = &api.state.dedup {
+    body["role"] = json!(api.ctx.leader.role());
+    if let Some(dedup) = &api.ctx.dedup {
         // registers need the unique index: say so when it is missing or blocked
         body["dedup_index"] = json!(dedup.status());
     }
@@ -58,19 +60,15 @@ pub async fn readyz(Extract(api): Extract<Api>) -> Response {
 }
 
 pub async fn prometheus(Extract(api): Extract<Api>) -> Response {
-    api.state
-        .metrics
-        .record_workers(&api.state.workers.snapshot());
-    api.state
-        .metrics
-        .set_queue_size(api.state.lock_queue().len());
-    api.state.metrics.set_leader(api.state.may_sweep());
+    let ctx = &api.ctx;
+    ctx.metrics.record_workers(&ctx.workers.snapshot());
+    ctx.metrics.set_leader(ctx.leader.may_sweep());
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        api.state.metrics.encode(),
+        ctx.metrics.encode(),
     )
         .into_response()
 }
@@ -79,10 +77,10 @@ pub async fn prometheus(Extract(api): Extract<Api>) -> Response {
 /// `cleanup_priority`, `oldest_age_hours`; plus `status`, `error` and `measured_at`.
 pub async fn metrics(Extract(api): Extract<Api>) -> Json<Value> {
     let mut out = serde_json::Map::new();
-    for (key, s) in api.state.snapshot.all() {
+    for (resource, s) in api.ctx.snapshot.all().iter() {
         let u = s.usage.as_ref();
         out.insert(
-            key.to_string(),
+            resource.api_key().to_string(),
             json!({
                 "total_items": u.map(|u| u.total_items),
                 "size_mb": u.and_then(|u| u.size_bytes).map(|b| round2(b as f64 / 1_048_576.0)),
@@ -102,17 +100,27 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// The seed's `queue_size` and `tasks`; `tasks` lists the running tasks too (`state`), and
+/// `queue_size` counts the pending ones (`running` the others).
 pub async fn queue(Extract(api): Extract<Api>) -> Json<Value> {
-    let tasks = api.state.lock_queue().snapshot();
-    Json(json!({ "queue_size": tasks.len(), "tasks": tasks }))
+    let tasks = api.ctx.scheduler.snapshot();
+    let running = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Running)
+        .count();
+    Json(json!({
+        "queue_size": tasks.len() - running,
+        "running": running,
+        "tasks": tasks,
+    }))
 }
 
 pub async fn runs(Extract(api): Extract<Api>) -> Json<Value> {
-    Json(json!({ "runs": api.state.engine.runs().list() }))
+    Json(json!({ "runs": api.ctx.runs.list() }))
 }
 
 pub async fn workers(Extract(api): Extract<Api>) -> Json<Value> {
-    Json(json!({ "role": api.state.role(), "workers": api.state.workers.snapshot() }))
+    Json(json!({ "role": api.ctx.leader.role(), "workers": api.ctx.workers.snapshot() }))
 }
 
 pub async fn openapi() -> Json<Value> {
@@ -136,20 +144,16 @@ struct CleanupBody {
     priority: Option<String>,
 }
 
-/// `POST /api/resources/cleanup`: starts a run per requested resource. 202 with the run ids,
-/// or with `?wait=true` 200 with the results (seed shape: success, deleted_counts, message).
+/// `POST /api/resources/cleanup`: queues a task per requested store. 202 with the task ids
+/// (each is its run's id), or with `?wait=true` 200 with the results (seed shape: success,
+/// deleted_counts, message). A run whose task ended without a record (it panicked) counts
+/// as failed.
 pub async fn cleanup(
     Extract(api): Extract<Api>,
     Query(query): Query<CleanupQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if api.state.settings.admin.token.is_none() {
-        return Err(ApiError::Forbidden(
-            "no admin token configured (JANITOR_ADMIN_TOKEN or JANITOR_ADMIN_TOKEN_FILE): \
-             cleanups cannot be triggered over HTTP"
-                .into(),
-        ));
-    }
+    let ctx = &api.ctx;
     let body = small_body(body)?;
     let request: CleanupBody = if body.iter().all(u8::is_ascii_whitespace) {
         CleanupBody {
@@ -161,10 +165,10 @@ pub async fn cleanup(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
     };
-    let resources = match request.resource_type.as_deref() {
-        None => Resource::ALL
+    let resources: Vec<Resource> = match request.resource_type.as_deref() {
+        None => Resource::SWEPT
             .into_iter()
-            .filter(|r| api.state.engine.enabled(*r))
+            .filter(|r| ctx.swept[*r])
             .collect(),
         Some(t) => {
             let r = Resource::from_resource_type(t).ok_or_else(|| {
@@ -172,7 +176,7 @@ pub async fn cleanup(
                     "unknown resource_type {t:?}: expected null, \"redis_cache\", \"qdrant_vectors\" or \"minio_files\""
                 ))
             })?;
-            if !api.state.engine.enabled(r) {
+            if !ctx.swept[r] {
                 return Err(ApiError::Unprocessable(format!(
                     "{t} is not configured on this janitor"
                 )));
@@ -181,24 +185,22 @@ pub async fn cleanup(
         }
     };
     let priority = match request.priority.as_deref() {
-        None => None,
-        Some(p) => Some(serde_json::from_value::<Priority>(json!(p)).map_err(|_| {
+        None => Priority::Medium,
+        Some(p) => serde_json::from_value::<Priority>(json!(p)).map_err(|_| {
             ApiError::Unprocessable(format!(
                 "unknown priority {p:?}: expected LOW, MEDIUM, HIGH or CRITICAL"
             ))
-        })?),
+        })?,
     };
     if resources.is_empty() {
         return Err(ApiError::Unprocessable(
             "no sweepable backend is configured".into(),
         ));
     }
-    if !request.dry_run
-        && let Some(lease) = api.state.leadership.as_ref().filter(|l| !l.is_leader())
-    {
+    if !request.dry_run && !ctx.leader.may_sweep() {
         return Err(ApiError::Standby(format!(
             "this replica is on standby: {} holds the leader lease and sweeps (dry runs are allowed here)",
-            lease.holder().as_deref().unwrap_or("no replica yet")
+            ctx.leader.holder().as_deref().unwrap_or("no replica yet")
         )));
     }
     api.cleanup_limiter
@@ -206,45 +208,64 @@ pub async fn cleanup(
         .map_err(|wait| ApiError::RateLimited(wait.as_secs_f64().ceil() as u64))?;
 
     let now = SystemTime::now();
-    let mut handles = Vec::new();
+    let mut waits = Vec::new();
     let mut run_ids = Vec::new();
     for resource in resources {
-        let id = run_id(resource, now);
-        run_ids.push(id.clone());
-        let state = api.state.clone();
-        let req = RunRequest {
-            id: Some(id),
-            resource,
-            trigger: Trigger::Api,
-            dry_run: request.dry_run,
-            priority,
+        let mode = if request.dry_run {
+            "dry run"
+        } else {
+            "cleanup"
         };
-        handles.push(
-            api.state
-                .tracker
-                .spawn(async move { state.engine.run(req, SystemTime::now()).await }),
-        );
+        let task = CleanupTask::new(
+            run_id(resource, now),
+            priority,
+            resource,
+            Trigger::Api,
+            now,
+            format!("manual {mode} via API"),
+        )
+        .dry_run(request.dry_run);
+        let submitted = ctx.scheduler.submit(task, query.wait);
+        let Some(id) = submitted.pushed.id() else {
+            return Err(ApiError::Unavailable(
+                "the cleanup queue is full of more urgent tasks: nothing queued".into(),
+            ));
+        };
+        run_ids.push(id.to_string());
+        waits.push((resource, submitted.done));
     }
     if !query.wait {
-        let body = json!({ "accepted": true, "run_ids": run_ids, "message": "cleanup started" });
+        let body = json!({ "accepted": true, "run_ids": run_ids, "message": "cleanup queued" });
         return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     }
-    let mut records = Vec::new();
-    for h in handles {
-        if let Ok(result) = h.await {
-            records.push(result.record);
+    let (mut records, mut lost) = (Vec::new(), Vec::new());
+    for (resource, done) in waits {
+        match done {
+            Some(done) => match done.await {
+                Ok(record) => records.push(record),
+                Err(_) => lost.push(resource),
+            },
+            None => lost.push(resource),
         }
     }
     let deleted: serde_json::Map<String, Value> = records
         .iter()
-        .map(|r| (r.resource.metrics_key().to_string(), json!(r.deleted)))
+        .map(|r| (r.resource.api_key().to_string(), json!(r.deleted)))
         .collect();
     let total: u64 = records.iter().map(|r| r.deleted).sum();
-    let success = records.iter().all(|r| r.outcome.is_success());
+    let success = lost.is_empty() && records.iter().all(|r| r.outcome.is_success());
+    let mut message = format!("Cleanup completed. Total items deleted: {total}");
+    if !lost.is_empty() {
+        let names: Vec<&str> = lost.iter().map(|r| r.name()).collect();
+        message = format!(
+            "{message}; the runs of {} ended without a result (failed)",
+            names.join(", ")
+        );
+    }
     let body = json!({
         "success": success,
         "deleted_counts": deleted,
-        "message": format!("Cleanup completed. Total items deleted: {total}"),
+        "message": message,
         "runs": records,
     });
     Ok((StatusCode::OK, Json(body)).into_response())

@@ -2,9 +2,13 @@
 //!
 //! Read endpoints serve the last snapshot and never wait on a backend. Everything except
 //! `/healthz`, `/readyz` and `/metrics` needs the bearer token when one is configured
-//! (compared in constant time); without a token the mutating endpoints answer 403, so a
-//! daemon that was never given one cannot be made to delete by anyone who reaches its port.
-//! Every error is JSON: `{"error": {"code": ..., "message": ...}}`.
+//! (compared in constant time); without a token every mutating endpoint answers 403 (one
+//! layer, [`require_admin`]), so a daemon that was never given one cannot be made to delete
+//! or write by anyone who reaches its port. Every error is JSON:
+//! `{"error": {"code": ..., "message": ...}}`.
+//!
+//! The API holds an [`ApiContext`]: the handles it needs (the scheduler, the snapshot, the
+//! run log, ...), not the daemon.
 
 mod dedup;
 mod handlers;
@@ -12,6 +16,7 @@ pub mod openapi;
 mod ratelimit;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State as Extract};
@@ -22,7 +27,15 @@ use axum::routing::{get, post};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::app::State;
+use crate::config::Admin;
+use crate::dedup::DedupIndex;
+use crate::leader::LeaderHandle;
+use crate::metrics::Metrics;
+use crate::resource::PerResource;
+use crate::runs::RunLog;
+use crate::scheduler::Scheduler;
+use crate::snapshot::Snapshot;
+use crate::worker::Registry;
 pub use ratelimit::RateLimiter;
 
 /// Largest request body, bytes.
@@ -121,10 +134,34 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The API's shared state: the daemon's, plus the cleanup rate limiter.
+/// What the API works with: narrow handles, nothing else.
+pub struct ApiContext {
+    /// Listen address, token, cleanup rate.
+    pub admin: Admin,
+    /// Where cleanup tasks go, and what is queued and running.
+    pub scheduler: Arc<Scheduler>,
+    /// The latest measurements.
+    pub snapshot: Arc<Snapshot>,
+    /// Finished runs.
+    pub runs: Arc<RunLog>,
+    /// Worker states.
+    pub workers: Registry,
+    /// Prometheus.
+    pub metrics: Metrics,
+    /// Whether this replica sweeps.
+    pub leader: LeaderHandle,
+    /// The SHA-256 dedup index (needs MongoDB).
+    pub dedup: Option<Arc<DedupIndex>>,
+    /// The stores a cleanup can be asked for.
+    pub swept: PerResource<bool>,
+    /// Set once every worker is started.
+    pub started: Arc<AtomicBool>,
+}
+
+/// The router's state: the context, plus the cleanup rate limiter.
 #[derive(Clone)]
 pub struct Api {
-    state: Arc<State>,
+    ctx: Arc<ApiContext>,
     cleanup_limiter: Arc<RateLimiter>,
 }
 
@@ -145,18 +182,25 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// The router.
-pub fn router(state: Arc<State>) -> Router {
-    let per_minute = state.settings.admin.cleanup_per_minute;
+pub fn router(ctx: ApiContext) -> Router {
+    let per_minute = ctx.admin.cleanup_per_minute;
     let api = Api {
-        state,
+        ctx: Arc::new(ctx),
         cleanup_limiter: Arc::new(RateLimiter::per_minute(per_minute)),
     };
-    let protected = Router::new()
-        .route("/api/resources/metrics", get(handlers::metrics))
+    // routes that delete or write: refused outright while no admin token is configured
+    let mutating = Router::new()
         .route(
             "/api/resources/cleanup",
             post(handlers::cleanup).layer(DefaultBodyLimit::max(MAX_BODY)),
         )
+        .route(
+            "/api/dedup/register",
+            post(dedup::register).layer(DefaultBodyLimit::max(MAX_BODY)),
+        )
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_admin));
+    let protected = Router::new()
+        .route("/api/resources/metrics", get(handlers::metrics))
         .route("/api/resources/queue", get(handlers::queue))
         .route("/api/resources/runs", get(handlers::runs))
         .route("/api/workers", get(handlers::workers))
@@ -170,10 +214,7 @@ pub fn router(state: Arc<State>) -> Router {
             "/api/dedup/lookup",
             post(dedup::lookup).layer(DefaultBodyLimit::max(MAX_BODY)),
         )
-        .route(
-            "/api/dedup/register",
-            post(dedup::register).layer(DefaultBodyLimit::max(MAX_BODY)),
-        )
+        .merge(mutating)
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
         .route("/healthz", get(handlers::healthz))
@@ -184,6 +225,23 @@ pub fn router(state: Arc<State>) -> Router {
         .with_state(api)
 }
 
+/// Refuses a mutating route while no admin token is configured (the token itself is
+/// checked by [`require_token`]).
+async fn require_admin(
+    Extract(api): Extract<Api>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if api.ctx.admin.token.is_none() {
+        return Err(ApiError::Forbidden(
+            "no admin token configured (JANITOR_ADMIN_TOKEN or JANITOR_ADMIN_TOKEN_FILE): \
+             this endpoint changes data and cannot be used over HTTP"
+                .into(),
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
 /// Checks the bearer token when one is configured.
 async fn require_token(
     Extract(api): Extract<Api>,
@@ -191,7 +249,7 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Some(expected) = &api.state.settings.admin.token {
+    if let Some(expected) = &api.ctx.admin.token {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

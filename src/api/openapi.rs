@@ -63,7 +63,7 @@ pub fn document() -> Value {
                 "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CleanupRequest" } } } },
                 "responses": {
                     "200": json_ok("Runs finished (wait=true): success, deleted_counts, message, runs"),
-                    "202": json_ok("Runs started: run_ids"),
+                    "202": json_ok("Tasks queued: run_ids (each task's id is its run's id)"),
                     "400": error_response("Invalid JSON"),
                     "401": unauthorized,
                     "403": error_response("No admin token configured"),
@@ -72,8 +72,8 @@ pub fn document() -> Value {
                     "422": error_response("Unknown or unconfigured resource_type, unknown priority"),
                     "429": error_response("Rate limit exceeded; see Retry-After")
                 } } },
-            "/api/resources/queue": { "get": { "summary": "Pending cleanup tasks", "security": secured,
-                "responses": { "200": json_ok("queue_size, tasks"), "401": unauthorized } } },
+            "/api/resources/queue": { "get": { "summary": "Cleanup tasks: running ones first, then pending ones in the order they will start", "security": secured,
+                "responses": { "200": json_ok("queue_size (pending), running, tasks[id, priority, resource_type, target_id, created_at, reason, source, dry_run, state, started_at]"), "401": unauthorized } } },
             "/api/resources/runs": { "get": { "summary": "The last 100 runs", "security": secured,
                 "responses": { "200": json_ok("runs"), "401": unauthorized } } },
             "/api/dedup/check": { "post": {
@@ -112,6 +112,7 @@ pub fn document() -> Value {
                     "200": json_ok("Already recorded for this document"),
                     "400": error_response("Missing field, sha256 not 64 hex digits, invalid JSON"),
                     "401": unauthorized,
+                    "403": error_response("No admin token configured"),
                     "404": error_response("No such document of this user (register mode document)"),
                     "409": json_ok("Another document holds the hash: its document_id"),
                     "503": error_response("MongoDB unavailable, or the unique index is missing")

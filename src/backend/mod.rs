@@ -10,9 +10,23 @@ pub mod mongo;
 pub mod qdrant;
 pub mod redis;
 pub mod s3;
+pub mod sweep;
 
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
 use std::time::Duration;
+
+use self::mongo::Mongo;
+use self::qdrant::Qdrant;
+use self::qdrant::sweep::QdrantSweeper;
+use self::redis::Redis;
+use self::redis::sweep::RedisSweeper;
+use self::s3::S3;
+use self::s3::sweep::S3Sweeper;
+use self::sweep::Sweeper;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::resource::Resource;
 
 /// A backend request that failed. One line, no secrets (URLs are never included).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -49,6 +63,112 @@ pub enum BackendError {
         /// The timeout.
         after: Duration,
     },
+}
+
+/// The clients of the configured backends.
+#[derive(Clone, Default)]
+pub struct Backends {
+    /// Redis, if configured.
+    pub redis: Option<Redis>,
+    /// Qdrant, if configured.
+    pub qdrant: Option<Qdrant>,
+    /// S3, if configured.
+    pub s3: Option<S3>,
+    /// MongoDB, if configured.
+    pub mongo: Option<Mongo>,
+}
+
+impl Backends {
+    /// Builds a client for every configured backend. Nothing is contacted yet: a server
+    /// that is down degrades its loop later instead of stopping the daemon here.
+    pub async fn new(settings: &Settings) -> Result<Self, BackendError> {
+        let timeout = settings.scheduling.backend_timeout;
+        Ok(Self {
+            redis: settings
+                .redis
+                .as_ref()
+                .map(|c| Redis::new(c, timeout))
+                .transpose()?,
+            qdrant: settings
+                .qdrant
+                .as_ref()
+                .map(|c| Qdrant::connect(c, timeout))
+                .transpose()?,
+            s3: settings.s3.as_ref().map(|c| {
+                S3::connect(c, timeout).with_measure_cache(settings.s3_sweep.measure_cache)
+            }),
+            mongo: match &settings.mongo {
+                Some(c) => Some(Mongo::connect(c, timeout).await?),
+                None => None,
+            },
+        })
+    }
+
+    /// Whether `resource`'s backend is configured.
+    pub fn configured(&self, resource: Resource) -> bool {
+        match resource {
+            Resource::Redis => self.redis.is_some(),
+            Resource::Qdrant => self.qdrant.is_some(),
+            Resource::S3 => self.s3.is_some(),
+            Resource::MongoDb => self.mongo.is_some(),
+        }
+    }
+
+    /// Pings every configured backend: (store, result), disabled ones as `None`.
+    pub async fn ping_all(&self) -> Vec<(Resource, Option<Result<(), BackendError>>)> {
+        vec![
+            (
+                Resource::Redis,
+                opt(self.redis.as_ref().map(|b| b.ping())).await,
+            ),
+            (
+                Resource::Qdrant,
+                opt(self.qdrant.as_ref().map(|b| b.ping())).await,
+            ),
+            (Resource::S3, opt(self.s3.as_ref().map(|b| b.ping())).await),
+            (
+                Resource::MongoDb,
+                opt(self.mongo.as_ref().map(|b| b.ping())).await,
+            ),
+        ]
+    }
+
+    /// The sweepers of the configured backends.
+    pub fn sweepers(&self, settings: &Settings, metrics: &Metrics) -> Vec<Arc<dyn Sweeper>> {
+        let mut sweepers: Vec<Arc<dyn Sweeper>> = Vec::new();
+        if let Some(redis) = &self.redis {
+            sweepers.push(Arc::new(RedisSweeper::new(
+                redis.clone(),
+                settings.redis_sweep.clone(),
+                Some(metrics.clone()),
+            )));
+        }
+        if let Some(qdrant) = &self.qdrant {
+            sweepers.push(Arc::new(QdrantSweeper::new(
+                qdrant.clone(),
+                self.mongo.clone(),
+                settings.qdrant_sweep.clone(),
+                settings.retention.ttl(Resource::Qdrant),
+                settings.budgets.qdrant_points,
+            )));
+        }
+        if let Some(s3) = &self.s3 {
+            sweepers.push(Arc::new(S3Sweeper::new(
+                s3.clone(),
+                self.mongo.clone(),
+                settings.s3_sweep.clone(),
+                Some(metrics.clone()),
+            )));
+        }
+        sweepers
+    }
+}
+
+async fn opt<T>(f: Option<impl Future<Output = T>>) -> Option<T> {
+    match f {
+        Some(f) => Some(f.await),
+        None => None,
+    }
 }
 
 impl BackendError {

@@ -9,6 +9,7 @@
 
 mod dedup;
 mod ops;
+mod policy;
 mod reader;
 mod settings;
 mod sweepers;
@@ -21,8 +22,11 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::Value;
 
+/// Thresholds live with the resource types; re-exported where settings are read.
+pub use crate::resource::Thresholds;
 pub use dedup::*;
 pub use ops::*;
+pub use policy::{Policy, PolicyAction};
 pub use settings::*;
 pub use sweepers::*;
 

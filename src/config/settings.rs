@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::reader::Reader;
 use super::{ConfigError, RawConfig};
-use crate::resource::Resource;
+use crate::resource::{PerResource, Resource, Thresholds};
 use crate::secret::{Secret, SecretUrl};
 
 const HOUR: f64 = 3600.0;
@@ -58,49 +58,35 @@ pub struct Settings {
     pub leader: super::ops::Leader,
 }
 
-/// TTLs per sweepable resource.
+/// TTLs of the swept stores (`None` for MongoDB, which is never swept).
 #[derive(Debug, Clone, Serialize)]
 pub struct Retention {
-    /// Normal TTLs: Redis, Qdrant, S3.
-    #[serde(with = "secs_by_resource")]
-    pub ttl: [Duration; 3],
+    /// Normal TTLs.
+    pub ttl: PerResource<Option<Duration>>,
     /// TTLs for HIGH and CRITICAL tasks.
-    #[serde(with = "secs_by_resource")]
-    pub pressure_ttl: [Duration; 3],
+    pub pressure_ttl: PerResource<Option<Duration>>,
 }
 
 impl Retention {
-    /// The normal TTL of `resource`.
+    /// The normal TTL of `resource` (zero for a store that is not swept).
     pub fn ttl(&self, resource: Resource) -> Duration {
-        self.ttl[resource.index()]
+        self.ttl[resource].unwrap_or_default()
     }
 
     /// The TTL under pressure (never below the floor unless short TTLs are allowed).
     pub fn pressure_ttl(&self, resource: Resource) -> Duration {
-        self.pressure_ttl[resource.index()]
+        self.pressure_ttl[resource].unwrap_or_default()
     }
 }
 
 /// Loop intervals.
 #[derive(Debug, Clone, Serialize)]
 pub struct Intervals {
-    /// Sweep loop intervals: Redis, Qdrant, S3.
-    #[serde(with = "secs_by_resource")]
-    pub sweep: [Duration; 3],
+    /// Sweep timer intervals of the swept stores.
+    pub sweep: PerResource<Option<Duration>>,
     /// Monitoring loop interval.
     #[serde(with = "secs")]
     pub monitoring: Duration,
-}
-
-/// Usage fractions: medium < high < critical <= 1.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Thresholds {
-    /// From here a resource is MEDIUM.
-    pub medium: f64,
-    /// From here a resource is HIGH (a cleanup task is queued).
-    pub high: f64,
-    /// From here a resource is CRITICAL (its task runs at once).
-    pub critical: f64,
 }
 
 /// Budgets.
@@ -213,13 +199,6 @@ pub enum LogFormat {
     Text,
 }
 
-/// TTL floors (seconds) per resource: Redis, Qdrant, S3.
-pub const TTL_FLOORS: [Duration; 3] = [
-    Duration::from_secs(60),
-    Duration::from_secs(600),
-    Duration::from_secs(3600),
-];
-
 impl Settings {
     /// Parses and checks every value of the merged configuration.
     pub fn from_raw(raw: &RawConfig) -> Result<Settings, ConfigError> {
@@ -227,21 +206,30 @@ impl Settings {
         let allow_short_ttl = r.boolean("JANITOR_ALLOW_SHORT_TTL")?;
         let ttl_vars = [
             (
+                Resource::Redis,
                 "REDIS_CACHE_TTL_HOURS",
                 HOUR,
                 "JANITOR_REDIS_PRESSURE_TTL_HOURS",
             ),
             (
+                Resource::Qdrant,
                 "RAG_SESSION_TTL_HOURS",
                 HOUR,
                 "JANITOR_QDRANT_PRESSURE_TTL_HOURS",
             ),
-            ("FILES_TTL_DAYS", DAY, "JANITOR_S3_PRESSURE_TTL_DAYS"),
+            (
+                Resource::S3,
+                "FILES_TTL_DAYS",
+                DAY,
+                "JANITOR_S3_PRESSURE_TTL_DAYS",
+            ),
         ];
-        let mut ttl = [Duration::ZERO; 3];
-        let mut pressure_ttl = [Duration::ZERO; 3];
-        for (i, (name, unit, pressure_name)) in ttl_vars.into_iter().enumerate() {
-            let floor = TTL_FLOORS[i];
+        let mut retention = Retention {
+            ttl: PerResource::default(),
+            pressure_ttl: PerResource::default(),
+        };
+        for (resource, name, unit, pressure_name) in ttl_vars {
+            let floor = resource.ttl_floor();
             let below_floor = |n: &str| {
                 r.invalid(
                     n,
@@ -251,14 +239,14 @@ impl Settings {
                     ),
                 )
             };
-            ttl[i] = r.duration(name, unit)?;
-            if ttl[i] < floor && !allow_short_ttl {
+            let ttl = r.duration(name, unit)?;
+            if ttl < floor && !allow_short_ttl {
                 return Err(below_floor(name));
             }
-            pressure_ttl[i] = match r.optional(pressure_name) {
+            let pressure_ttl = match r.optional(pressure_name) {
                 Some(_) => {
                     let p = r.duration(pressure_name, unit)?;
-                    if p > ttl[i] {
+                    if p > ttl {
                         return Err(r.invalid(pressure_name, format!("at most {name}")));
                     }
                     if p < floor && !allow_short_ttl {
@@ -267,9 +255,11 @@ impl Settings {
                     p
                 }
                 // default: half the TTL, never below the floor (nor above the TTL)
-                None if allow_short_ttl => ttl[i] / 2,
-                None => (ttl[i] / 2).max(floor).min(ttl[i]),
+                None if allow_short_ttl => ttl / 2,
+                None => (ttl / 2).max(floor).min(ttl),
             };
+            retention.ttl[resource] = Some(ttl);
+            retention.pressure_ttl[resource] = Some(pressure_ttl);
         }
 
         let thresholds = Thresholds {
@@ -398,14 +388,20 @@ impl Settings {
             _ => r.duration("JANITOR_SHUTDOWN_TIMEOUT", 1.0)?,
         };
 
+        let mut sweep = PerResource::default();
+        for (resource, name) in [
+            (Resource::Redis, "REDIS_CLEANUP_INTERVAL_SECONDS"),
+            (Resource::Qdrant, "QDRANT_CLEANUP_INTERVAL_SECONDS"),
+            (Resource::S3, "MINIO_CLEANUP_INTERVAL_SECONDS"),
+        ] {
+            sweep[resource] = Some(r.duration(name, 1.0)?);
+        }
+
+        let redis_ttl = retention.ttl(Resource::Redis);
         Ok(Settings {
-            retention: Retention { ttl, pressure_ttl },
+            retention,
             intervals: Intervals {
-                sweep: [
-                    r.duration("REDIS_CLEANUP_INTERVAL_SECONDS", 1.0)?,
-                    r.duration("QDRANT_CLEANUP_INTERVAL_SECONDS", 1.0)?,
-                    r.duration("MINIO_CLEANUP_INTERVAL_SECONDS", 1.0)?,
-                ],
+                sweep,
                 monitoring: r.duration("RESOURCE_MONITORING_INTERVAL_SECONDS", 1.0)?,
             },
             thresholds,
@@ -419,7 +415,7 @@ impl Settings {
             admin,
             log_format,
             shutdown_timeout,
-            redis_sweep: super::sweepers::redis_sweep(&r, ttl[0], allow_short_ttl)?,
+            redis_sweep: super::sweepers::redis_sweep(&r, redis_ttl, allow_short_ttl)?,
             s3_sweep: super::sweepers::s3_sweep(&r, allow_short_ttl)?,
             qdrant_sweep: super::sweepers::qdrant_sweep(&r, allow_short_ttl)?,
             dedup: super::dedup::dedup(&r)?,
@@ -428,9 +424,9 @@ impl Settings {
         })
     }
 
-    /// The interval of a resource's sweep loop.
-    pub fn sweep_interval(&self, resource: Resource) -> Duration {
-        self.intervals.sweep[resource.index()]
+    /// The interval of a swept store's timer (`None` for a store that is not swept).
+    pub fn sweep_interval(&self, resource: Resource) -> Option<Duration> {
+        self.intervals.sweep[resource]
     }
 }
 
@@ -492,21 +488,5 @@ pub(super) mod secs {
     use std::time::Duration;
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
-    }
-}
-
-/// Per-resource durations as `{"redis": s, "qdrant": s, "s3": s}`.
-mod secs_by_resource {
-    use serde::ser::SerializeMap;
-    use std::time::Duration;
-
-    use crate::resource::Resource;
-
-    pub fn serialize<S: serde::Serializer>(d: &[Duration; 3], s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(3))?;
-        for r in Resource::ALL {
-            map.serialize_entry(r.name(), &d[r.index()].as_secs_f64())?;
-        }
-        map.end()
     }
 }

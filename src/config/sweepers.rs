@@ -5,9 +5,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::ConfigError;
+use super::policy::{self, Policy};
 use super::reader::Reader;
-use super::settings::TTL_FLOORS;
-use crate::backend::redis::policy::{self, Policy};
+use crate::resource::Resource;
 
 /// The S3 sweeper.
 #[derive(Debug, Clone, Serialize)]
@@ -55,7 +55,7 @@ fn list(r: &Reader<'_>, name: &str) -> Vec<String> {
 
 pub(super) fn s3_sweep(r: &Reader<'_>, allow_short: bool) -> Result<S3Sweep, ConfigError> {
     let grace = r.duration("JANITOR_S3_GRACE_HOURS", 3600.0)?;
-    if grace < TTL_FLOORS[2] && !allow_short {
+    if grace < Resource::S3.ttl_floor() && !allow_short {
         return Err(r.invalid(
             "JANITOR_S3_GRACE_HOURS",
             "at least 1 hour (the safety floor), or JANITOR_ALLOW_SHORT_TTL=true",
@@ -125,7 +125,7 @@ pub(super) fn redis_sweep(
     let floor = if allow_short {
         Duration::ZERO
     } else {
-        TTL_FLOORS[0]
+        Resource::Redis.ttl_floor()
     };
     let text = r
         .optional("JANITOR_REDIS_POLICIES")
@@ -241,7 +241,7 @@ pub(super) fn qdrant_sweep(r: &Reader<'_>, allow_short: bool) -> Result<QdrantSw
     let floor = if allow_short {
         Duration::ZERO
     } else {
-        TTL_FLOORS[1]
+        Resource::Qdrant.ttl_floor()
     };
     let mut collections = Vec::new();
     for entry in list(r, COLLECTIONS) {
@@ -281,7 +281,7 @@ pub(super) fn qdrant_sweep(r: &Reader<'_>, allow_short: bool) -> Result<QdrantSw
         }
     };
     let orphan_grace = r.duration("JANITOR_QDRANT_ORPHAN_GRACE_HOURS", 3600.0)?;
-    if orphan_grace < TTL_FLOORS[2] && !allow_short {
+    if orphan_grace < Resource::S3.ttl_floor() && !allow_short {
         return Err(r.invalid(
             "JANITOR_QDRANT_ORPHAN_GRACE_HOURS",
             "at least 1 hour (the safety floor), or JANITOR_ALLOW_SHORT_TTL=true",

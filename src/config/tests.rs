@@ -34,7 +34,7 @@ fn defaults_are_the_seeds() {
     );
     assert_eq!(
         s.sweep_interval(Resource::Qdrant),
-        Duration::from_secs(21_600)
+        Some(Duration::from_secs(21_600))
     );
     assert_eq!(s.intervals.monitoring, Duration::from_secs(1800));
     assert_eq!(

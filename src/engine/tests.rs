@@ -4,9 +4,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
+use crate::backend::sweep::{Applied, Sweep};
 use crate::config::{Sources, load};
 use crate::plan::{Action, Batch, PlannedItem};
-use crate::sweep::{Applied, Sweep};
 
 /// Plans `batches` batches of `per_batch` deletions in a store of `store` items; fails
 /// applying batch number `fail_at` with `error`.
@@ -39,8 +39,9 @@ impl Fake {
 
 impl Sweep for Fake {
     const RESOURCE: Resource = Resource::Redis;
+    type Run = ();
 
-    async fn plan(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
+    async fn plan(&self, ctx: &SweepContext) -> Result<(Plan, ()), SweepError> {
         *self.seen_ttl.lock().unwrap() = Some(ctx.ttl);
         let mut plan = ctx.new_plan(Resource::Redis).unwrap();
         plan.store_items = self.store;
@@ -58,10 +59,10 @@ impl Sweep for Fake {
             })
             .unwrap();
         }
-        Ok(plan)
+        Ok((plan, ()))
     }
 
-    async fn apply(&self, batch: &Batch, _: &SweepContext) -> Result<Applied, SweepError> {
+    async fn apply(&self, _: &(), batch: &Batch, _: &SweepContext) -> Result<Applied, SweepError> {
         let n = {
             let mut applied = self.applied.lock().unwrap();
             applied.push(batch.reason.clone());
@@ -133,6 +134,7 @@ fn request(dry_run: bool, priority: Option<Priority>) -> RunRequest {
         trigger: Trigger::Cli,
         dry_run,
         priority,
+        reason: None,
     }
 }
 

@@ -274,7 +274,7 @@ async fn critical_usage_queues_an_emergency_run_with_the_pressure_ttl() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|r| r["trigger"] == "queue")
+            .find(|r| r["trigger"] == "monitor")
         {
             break r.clone();
         }

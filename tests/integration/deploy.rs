@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use resource_janitor::config::vars;
+use resource_janitor::resource::Resource;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn root() -> PathBuf {
@@ -277,7 +278,7 @@ fn dockerfile_runs_as_non_root_with_a_healthcheck_and_known_variables() {
 /// Every metric family the daemon registers (names as exposed, with `_total` on counters).
 /// A labelled family is only exposed once it has a series, so one of each is recorded.
 fn exported_metrics() -> BTreeSet<String> {
-    use resource_janitor::backend::qdrant::CollectionStats;
+    use resource_janitor::resource::CollectionStats;
     use resource_janitor::resource::{Priority, Usage};
     use resource_janitor::runs::Outcome;
     use resource_janitor::worker::WorkerStatus;
@@ -288,12 +289,13 @@ fn exported_metrics() -> BTreeSet<String> {
         usage_fraction: 0.5,
         oldest_age_hours: Some(1.0),
     };
-    m.record_usage("redis", &usage, Priority::Medium);
-    m.record_measure_error("redis");
-    m.record_run("redis", Outcome::Succeeded, 1, 1, 0.1);
-    m.record_emergency("redis");
+    m.record_usage(Resource::Redis, &usage, Priority::Medium);
+    m.record_measure_error(Resource::Redis);
+    m.record_run(Resource::Redis, Outcome::Succeeded, 1, 1, 0.1);
+    m.record_emergency(Resource::Redis);
     m.set_leader(true);
-    m.set_queue_size(1);
+    m.set_queue(1, 1);
+    m.record_queue_dropped(1);
     m.record_workers(&[WorkerStatus::new("redis")]);
     m.record_redis_pattern("cache:*", 1, Some(1));
     m.record_dangling_references(1);

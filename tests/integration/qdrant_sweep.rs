@@ -11,13 +11,13 @@ use qdrant_client::qdrant::{
     CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, Distance, FieldType, PointStruct,
     ScrollPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
 };
-use resource_janitor::app::State;
+use resource_janitor::app::Janitor;
 use resource_janitor::backend::qdrant::sweep::QdrantSweeper;
+use resource_janitor::backend::sweep::Sweeper;
 use resource_janitor::config::Settings;
 use resource_janitor::engine::RunRequest;
 use resource_janitor::resource::{Priority, Resource};
 use resource_janitor::runs::{Outcome, RunRecord};
-use resource_janitor::sweep::Sweeper;
 
 use crate::require_services;
 use crate::support::{self, process};
@@ -141,7 +141,7 @@ fn range(r: std::ops::RangeInclusive<u64>) -> BTreeSet<String> {
 }
 
 async fn run(
-    state: &State,
+    state: &Janitor,
     dry_run: bool,
     priority: Option<Priority>,
 ) -> (RunRecord, Option<resource_janitor::plan::Plan>) {
@@ -170,7 +170,7 @@ async fn deletes_points_past_the_ttl_in_every_encoding_and_dry_run_matches() {
     }
     let dir = tempfile::tempdir().unwrap();
     let list = names.join(",");
-    let state = State::new(settings(
+    let state = Janitor::new(settings(
         url,
         &dir.path().join("a.jsonl"),
         &[("JANITOR_QDRANT_COLLECTIONS", &list)],
@@ -257,7 +257,7 @@ async fn unindexed_collections_are_refused_scanned_when_small_or_indexed_when_al
     };
 
     // 55 points, limit 10, no index creation: refused, said in the run report
-    let state = State::new(with(&[("JANITOR_QDRANT_UNINDEXED_MAX_POINTS", "10")]))
+    let state = Janitor::new(with(&[("JANITOR_QDRANT_UNINDEXED_MAX_POINTS", "10")]))
         .await
         .unwrap();
     let (refused, _) = run(&state, false, None).await;
@@ -272,7 +272,7 @@ async fn unindexed_collections_are_refused_scanned_when_small_or_indexed_when_al
     assert_eq!(ids(&q, &name).await.len(), 55);
 
     // a dry run with index creation allowed creates nothing
-    let state = State::new(with(&[
+    let state = Janitor::new(with(&[
         ("JANITOR_QDRANT_UNINDEXED_MAX_POINTS", "10"),
         ("JANITOR_QDRANT_CREATE_INDEX", "true"),
     ]))
@@ -309,7 +309,7 @@ async fn unindexed_collections_are_refused_scanned_when_small_or_indexed_when_al
     let small = ns.collection("small");
     create(&q, &small, None).await;
     seed(&q, &small, Stamp::Rfc3339).await;
-    let state = State::new(settings(
+    let state = Janitor::new(settings(
         url,
         &audit,
         &[("JANITOR_QDRANT_COLLECTIONS", small.as_str())],
@@ -336,7 +336,7 @@ async fn api_key_is_sent_and_a_wrong_one_is_a_clear_error() {
     let url = &server.info["url"];
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("a.jsonl");
-    let good = State::new(settings(url, &audit, &[("QDRANT_API_KEY", "s3cret-key")]))
+    let good = Janitor::new(settings(url, &audit, &[("QDRANT_API_KEY", "s3cret-key")]))
         .await
         .unwrap();
     good.backends.qdrant.as_ref().unwrap().ping().await.unwrap();
@@ -348,7 +348,7 @@ async fn api_key_is_sent_and_a_wrong_one_is_a_clear_error() {
         if let Some(k) = key {
             extra.push(("QDRANT_API_KEY", k));
         }
-        let bad = State::new(settings(url, &audit, &extra)).await.unwrap();
+        let bad = Janitor::new(settings(url, &audit, &extra)).await.unwrap();
         let err = bad
             .backends
             .qdrant
@@ -407,7 +407,7 @@ async fn orphan_vectors_go_only_when_their_document_is_gone_and_mongodb_down_del
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let state = State::new(settings(
+    let state = Janitor::new(settings(
         url,
         &dir.path().join("a.jsonl"),
         &[
@@ -477,7 +477,7 @@ async fn server_stopped_mid_pass_fails_the_run_then_recovers_and_a_deleted_colle
         seed(&q, name, Stamp::Seconds).await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let state = State::new(settings(&url, &dir.path().join("a.jsonl"), &[]))
+    let state = Janitor::new(settings(&url, &dir.path().join("a.jsonl"), &[]))
         .await
         .unwrap();
     let sweeper = QdrantSweeper::new(
@@ -488,20 +488,23 @@ async fn server_stopped_mid_pass_fails_the_run_then_recovers_and_a_deleted_colle
         state.settings.budgets.qdrant_points,
     );
     let ctx = crate::support::sweep_ctx(Duration::from_secs(24 * HOUR), dir.path());
-    let mut plan = sweeper.plan(&ctx).await.unwrap();
+    let (mut plan, planned) = sweeper.plan(&ctx).await.unwrap();
     assert_eq!(plan.deletions(), 60);
     server.kill();
     let batch = plan.batches().unwrap().next().unwrap().unwrap();
-    let err = sweeper.apply(&batch, &ctx).await.unwrap_err();
+    let err = planned.apply(&batch, &ctx).await.unwrap_err();
     assert!(
-        matches!(err, resource_janitor::sweep::SweepError::Backend(_)),
+        matches!(
+            err,
+            resource_janitor::backend::sweep::SweepError::Backend(_)
+        ),
         "{err}"
     );
     let (failed, _) = run(&state, false, None).await;
     assert_eq!(failed.outcome, Outcome::Failed);
 
     server.start();
-    let mut plan = sweeper.plan(&ctx).await.unwrap();
+    let (mut plan, planned) = sweeper.plan(&ctx).await.unwrap();
     // "a" is deleted between planning and applying: skipped, "b" is still swept
     q.delete_collection("a").await.unwrap();
     // point 2 of "b" is written again since planning: the server-side re-check keeps it
@@ -515,7 +518,7 @@ async fn server_stopped_mid_pass_fails_the_run_then_recovers_and_a_deleted_colle
     let mut deleted = 0;
     let mut skipped = 0;
     for batch in plan.batches().unwrap() {
-        let applied = sweeper.apply(&batch.unwrap(), &ctx).await.unwrap();
+        let applied = planned.apply(&batch.unwrap(), &ctx).await.unwrap();
         deleted += applied.deleted;
         skipped += applied.skipped.len();
     }
@@ -525,7 +528,7 @@ async fn server_stopped_mid_pass_fails_the_run_then_recovers_and_a_deleted_colle
     assert_eq!(ids(&q, "b").await, kept);
 
     // under pressure with the budget still exceeded: reported, live points kept
-    let state = State::new(settings(
+    let state = Janitor::new(settings(
         &url,
         &dir.path().join("a.jsonl"),
         &[("MAX_QDRANT_POINTS", "10")],

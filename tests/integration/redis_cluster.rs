@@ -2,7 +2,7 @@
 //! primary is scanned, each batch is applied on the primary that holds its keys, the
 //! monitor's figures add up the primaries, and the dry run plans what the run deletes.
 
-use resource_janitor::app::State;
+use resource_janitor::app::Janitor;
 use resource_janitor::resource::Resource;
 use resource_janitor::runs::{Outcome, RunRecord};
 use serde_json::Value;
@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::require_services;
 use crate::support::{self, process};
 
-async fn run(state: &State, dry_run: bool) -> RunRecord {
+async fn run(state: &Janitor, dry_run: bool) -> RunRecord {
     support::run_once(state, support::cli_request(Resource::Redis, dry_run))
         .await
         .record
@@ -67,7 +67,7 @@ async fn every_primary_is_swept_on_its_own_connection() {
         &audit,
         &[],
     );
-    let state = State::new(settings).await.unwrap();
+    let state = Janitor::new(settings).await.unwrap();
     let usage = state
         .backends
         .redis

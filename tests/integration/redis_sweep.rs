@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use resource_janitor::app::State;
+use resource_janitor::app::Janitor;
+use resource_janitor::backend::sweep::Sweeper;
 use resource_janitor::config::{Settings, Sources, load};
 use resource_janitor::resource::Resource;
 use resource_janitor::runs::Outcome;
-use resource_janitor::sweep::Sweeper;
 
 use crate::require_services;
 use crate::support::{self, Namespace, process};
@@ -162,7 +162,7 @@ async fn pttl(con: &mut MultiplexedConnection, key: &[u8]) -> i64 {
 }
 
 /// One run of the engine as of now; its record.
-async fn run(state: &State, dry_run: bool) -> resource_janitor::runs::RunRecord {
+async fn run(state: &Janitor, dry_run: bool) -> resource_janitor::runs::RunRecord {
     support::run_once(state, support::cli_request(Resource::Redis, dry_run))
         .await
         .record
@@ -176,7 +176,7 @@ async fn mixed_data_set_exact_outcome_and_dry_run_matches() {
     let mut con = connect(&url).await;
     let (expired, unlinked, untouched) = seed(&mut con).await;
     let dir = tempfile::tempdir().unwrap();
-    let state = State::new(settings(&url, &dir.path().join("audit.jsonl"), &[]))
+    let state = Janitor::new(settings(&url, &dir.path().join("audit.jsonl"), &[]))
         .await
         .unwrap();
 
@@ -291,7 +291,7 @@ async fn a_key_changed_between_scan_and_action_survives() {
         None,
     );
     let ctx = crate::support::sweep_ctx(Duration::from_secs(3600), dir.path());
-    let mut plan = sweeper.plan(&ctx).await.unwrap();
+    let (mut plan, planned) = sweeper.plan(&ctx).await.unwrap();
     let items = plan.items().unwrap();
     let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
     assert!(
@@ -328,7 +328,7 @@ async fn a_key_changed_between_scan_and_action_survives() {
     let mut skipped = 0;
     for batch in plan.batches().unwrap() {
         let batch = &batch.unwrap();
-        skipped += sweeper.apply(batch, &ctx).await.unwrap().skipped.len();
+        skipped += planned.apply(batch, &ctx).await.unwrap().skipped.len();
     }
     assert_eq!(skipped, 4);
     for key in ["chunk:idle:hash", "chunk:idle:list", "tmp:x"] {
@@ -360,7 +360,7 @@ async fn lfu_policy_falls_back_to_expire() {
     set(&mut con, "chunk:a", "v").await;
     set(&mut con, "chunk:b", "v").await;
     let dir = tempfile::tempdir().unwrap();
-    let state = State::new(settings(&url, &dir.path().join("audit.jsonl"), &[]))
+    let state = Janitor::new(settings(&url, &dir.path().join("audit.jsonl"), &[]))
         .await
         .unwrap();
     let r = run(&state, false).await;
@@ -380,7 +380,7 @@ async fn redis_killed_mid_pass_backs_off_and_recovers() {
     let mut server = process::redis(svc, &[]);
     let url = format!("redis://127.0.0.1:{}/0", server.port);
     let dir = tempfile::tempdir().unwrap();
-    let state = State::new(settings(
+    let state = Janitor::new(settings(
         &url,
         &dir.path().join("audit.jsonl"),
         &[("JANITOR_BACKEND_TIMEOUT_SECONDS", "1")],
@@ -438,7 +438,7 @@ async fn acl_user_and_password_from_the_url() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let good = format!("redis://janitor:acl-pass-91f0@127.0.0.1:{}/0", server.port);
-    let state = State::new(settings(&good, &dir.path().join("audit.jsonl"), &[]))
+    let state = Janitor::new(settings(&good, &dir.path().join("audit.jsonl"), &[]))
         .await
         .unwrap();
     let r = run(&state, false).await;
@@ -453,7 +453,7 @@ async fn acl_user_and_password_from_the_url() {
         "redis://janitor:wrong-pass-77aa@127.0.0.1:{}/0",
         server.port
     );
-    let state = State::new(settings(&bad, &dir.path().join("audit.jsonl"), &[]))
+    let state = Janitor::new(settings(&bad, &dir.path().join("audit.jsonl"), &[]))
         .await
         .unwrap();
     let r = run(&state, false).await;

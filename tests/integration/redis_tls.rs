@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use resource_janitor::app::State;
+use resource_janitor::app::Janitor;
 use resource_janitor::resource::Resource;
 use resource_janitor::runs::{Outcome, RunRecord};
 
@@ -98,7 +98,7 @@ async fn sweep(pairs: &[(String, String)], audit: &Path) -> RunRecord {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let settings = support::settings(&pairs, audit, &[]);
-    let state = State::new(settings).await.unwrap();
+    let state = Janitor::new(settings).await.unwrap();
     support::run_once(&state, support::cli_request(Resource::Redis, false))
         .await
         .record

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use mongodb::bson::doc;
+use resource_janitor::backend::sweep::Sweeper;
 use resource_janitor::backend::{mongo::Mongo, s3::S3, s3::sweep::S3Sweeper};
-use resource_janitor::sweep::Sweeper;
 
 use crate::require_services;
 use crate::smoke::s3_client;
@@ -22,15 +22,15 @@ async fn sweep(
     between: impl AsyncFnOnce(),
 ) -> (u64, Vec<String>, Vec<String>) {
     let ctx = crate::support::sweep_ctx(Duration::from_millis(500), dir);
-    let mut plan = sweeper.plan(&ctx).await.unwrap();
+    let (mut plan, planned) = sweeper.plan(&ctx).await.unwrap();
     between().await;
     let (mut deleted, mut skipped) = (0, Vec::new());
     for batch in plan.batches().unwrap() {
-        let applied = sweeper.apply(&batch.unwrap(), &ctx).await.unwrap();
+        let applied = planned.apply(&batch.unwrap(), &ctx).await.unwrap();
         deleted += applied.deleted;
         skipped.extend(applied.skipped);
     }
-    (deleted, skipped, sweeper.finish(&ctx).await)
+    (deleted, skipped, planned.finish(&ctx).await)
 }
 
 #[tokio::test]

@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::primitives::ByteStream;
 use mongodb::bson::{Document, doc};
-use resource_janitor::app::State;
+use resource_janitor::app::Janitor;
+use resource_janitor::backend::sweep::Sweeper;
 use resource_janitor::config::Settings;
 use resource_janitor::resource::Resource;
 use resource_janitor::runs::Outcome;
-use resource_janitor::sweep::Sweeper;
 
 use crate::require_services;
 use crate::smoke::s3_client;
@@ -133,14 +133,14 @@ async fn state(
     db: &str,
     audit: &std::path::Path,
     extra: &[(&str, &str)],
-) -> Arc<State> {
-    State::new(settings(garage, mongo_uri, db, audit, extra))
+) -> Janitor {
+    Janitor::new(settings(garage, mongo_uri, db, audit, extra))
         .await
         .unwrap()
 }
 
 /// One run of the engine as of now; its record.
-async fn run(state: &State, dry_run: bool) -> resource_janitor::runs::RunRecord {
+async fn run(state: &Janitor, dry_run: bool) -> resource_janitor::runs::RunRecord {
     support::run_once(state, support::cli_request(Resource::S3, dry_run))
         .await
         .record
@@ -271,7 +271,7 @@ async fn mongo_down_means_zero_deletions_failed_closed() {
             ("JANITOR_S3_RECHECK_AFTER_SECONDS", "0"),
         ],
     );
-    let state = State::new(settings.clone()).await.unwrap();
+    let state = Janitor::new(settings.clone()).await.unwrap();
 
     // stopped between planning and applying: the re-check fails, nothing is deleted
     let timeout = Duration::from_secs(1);
@@ -287,15 +287,15 @@ async fn mongo_down_means_zero_deletions_failed_closed() {
         None,
     );
     let ctx = crate::support::sweep_ctx(Duration::from_secs(7 * 86_400), dir.path());
-    let mut plan = sweeper.plan(&ctx).await.unwrap();
+    let (mut plan, planned) = sweeper.plan(&ctx).await.unwrap();
     assert_eq!(plan.deletions(), expected.len() as u64);
     mongo.kill();
     for batch in plan.batches().unwrap() {
-        let err = sweeper.apply(&batch.unwrap(), &ctx).await.unwrap_err();
+        let err = planned.apply(&batch.unwrap(), &ctx).await.unwrap_err();
         assert!(
             matches!(
                 err,
-                resource_janitor::sweep::SweepError::ReferenceUnavailable(_)
+                resource_janitor::backend::sweep::SweepError::ReferenceUnavailable(_)
             ),
             "{err}"
         );
@@ -350,7 +350,7 @@ async fn empty_reference_collection_is_refused_unless_allowed() {
         &dir.path().join("a.jsonl"),
         &[("JANITOR_S3_ALLOW_EMPTY_REFERENCES", "true")],
     );
-    let state = State::new(allowed).await.unwrap();
+    let state = Janitor::new(allowed).await.unwrap();
     let r = run(&state, false).await;
     assert_eq!(
         (r.outcome, r.deleted),
@@ -388,7 +388,7 @@ async fn more_than_a_page_and_the_cap() {
         &dir.path().join("a.jsonl"),
         &[("JANITOR_MAX_DELETE_FRACTION", "0.25")],
     );
-    let r = run(&State::new(capped).await.unwrap(), false).await;
+    let r = run(&Janitor::new(capped).await.unwrap(), false).await;
     assert_eq!(
         (r.outcome, r.deleted, r.planned_deletions),
         (Outcome::AbortedCap, 0, 1099),

@@ -31,22 +31,7 @@ pub struct Qdrant {
     timeout: Duration,
 }
 
-/// What the monitor reports per collection.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CollectionStats {
-    /// The collection.
-    pub name: String,
-    /// Points (the server's count).
-    pub points: u64,
-    /// Segments.
-    pub segments: u64,
-    /// Vectors in the HNSW index.
-    pub indexed_vectors: u64,
-    /// Whether the timestamp field has a range-capable payload index.
-    pub timestamp_indexed: bool,
-    /// Age of the oldest point, where the index allows `order_by`.
-    pub oldest_age: Option<Duration>,
-}
+pub use crate::resource::CollectionStats;
 
 struct Failure {
     error: BackendError,

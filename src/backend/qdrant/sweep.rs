@@ -21,7 +21,6 @@
 //! is counted exactly before and after the run.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use qdrant_client::qdrant::point_id::PointIdOptions;
@@ -35,10 +34,10 @@ use super::Qdrant;
 use super::timestamp::{self, Encoding, IndexKind};
 use crate::backend::BackendError;
 use crate::backend::mongo::Mongo;
+use crate::backend::sweep::{Applied, Sweep, SweepContext, SweepError};
 use crate::config::QdrantSweep;
 use crate::plan::{Action, Batch, Plan, PlannedItem};
 use crate::resource::Resource;
-use crate::sweep::{Applied, Sweep, SweepContext, SweepError};
 
 /// Document ids per MongoDB `$in` query.
 const MONGO_IN_MAX: usize = 1000;
@@ -63,7 +62,11 @@ pub struct QdrantSweeper {
     /// RAG_SESSION_TTL_HOURS: per-collection TTLs scale with the run's TTL against it.
     normal_ttl: Duration,
     budget_points: u64,
-    targets: Mutex<BTreeMap<String, Target>>,
+}
+
+/// One Qdrant run: the collections it planned, by name.
+pub struct QdrantRun {
+    targets: BTreeMap<String, Target>,
 }
 
 fn id_text(id: &PointId) -> Option<String> {
@@ -105,12 +108,7 @@ impl QdrantSweeper {
             settings,
             normal_ttl,
             budget_points,
-            targets: Mutex::default(),
         }
-    }
-
-    fn targets(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Target>> {
-        self.targets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The collection's TTL for this run: its own, scaled like the run's TTL under pressure.
@@ -147,9 +145,9 @@ impl QdrantSweeper {
         Ok(Some(mongo))
     }
 
-    async fn plan_inner(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
+    async fn plan_inner(&self, ctx: &SweepContext) -> Result<(Plan, QdrantRun), SweepError> {
         let mut plan = ctx.new_plan(Resource::Qdrant)?;
-        self.targets().clear();
+        let mut targets = BTreeMap::new();
         let names = if self.settings.collections.is_empty() {
             self.qdrant.collections().await?
         } else {
@@ -166,10 +164,13 @@ impl QdrantSweeper {
                     .push("planning stopped by shutdown: partial plan".into());
                 break;
             }
-            match self.plan_collection(ctx, &name, orphans, &mut plan).await {
+            let planned = self
+                .plan_collection(ctx, &name, orphans, (&mut plan, &mut targets))
+                .await;
+            match planned {
                 Ok(()) => {}
                 Err(SweepError::Backend(BackendError::NotFound { .. })) => {
-                    self.targets().remove(&name);
+                    targets.remove(&name);
                     plan.notes
                         .push(format!("collection {name}: not found (deleted?); skipped"));
                 }
@@ -183,8 +184,8 @@ impl QdrantSweeper {
                 break;
             }
         }
-        plan.store_items = self.targets().values().map(|t| t.before).sum();
-        Ok(plan)
+        plan.store_items = targets.values().map(|t| t.before).sum();
+        Ok((plan, QdrantRun { targets }))
     }
 
     /// Checks the collection's timestamp index; returns the encoding, or `None` when the
@@ -261,7 +262,7 @@ impl QdrantSweeper {
         ctx: &SweepContext,
         name: &str,
         orphans: Option<&Mongo>,
-        plan: &mut Plan,
+        (plan, targets): (&mut Plan, &mut BTreeMap<String, Target>),
     ) -> Result<(), SweepError> {
         let Some(encoding) = self.check_index(ctx, name, plan).await? else {
             return Ok(());
@@ -279,7 +280,7 @@ impl QdrantSweeper {
             grace_cutoff,
             before,
         };
-        self.targets().insert(name.to_string(), target.clone());
+        targets.insert(name.to_string(), target.clone());
 
         let expired = Filter::must([timestamp::between(field, encoding, None, ttl_cutoff)]);
         let reason = format!(
@@ -396,9 +397,14 @@ impl QdrantSweeper {
         Ok((by_doc.into_values().flatten().collect(), without))
     }
 
-    async fn apply_inner(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
+    async fn apply_inner(
+        &self,
+        run: &QdrantRun,
+        batch: &Batch,
+        ctx: &SweepContext,
+    ) -> Result<Applied, SweepError> {
         let name = batch.target.as_str();
-        let target = self.targets().get(name).cloned().ok_or_else(|| {
+        let target = run.targets.get(name).cloned().ok_or_else(|| {
             SweepError::Refused(format!("collection {name} was not planned in this run"))
         })?;
         match self.apply_to(name, &target, batch).await {
@@ -486,10 +492,9 @@ impl QdrantSweeper {
         Ok(())
     }
 
-    async fn finish_inner(&self, ctx: &SweepContext) -> Vec<String> {
-        let targets = self.targets().clone();
+    async fn finish_inner(&self, run: &QdrantRun, ctx: &SweepContext) -> Vec<String> {
         let mut notes = Vec::new();
-        for (name, t) in &targets {
+        for (name, t) in &run.targets {
             match self.qdrant.count(name, None).await {
                 Ok(after) => notes.push(format!(
                     "collection {name}: {} points before the run, {after} after ({} fewer; exact counts, the application may write meanwhile)",
@@ -546,16 +551,23 @@ fn push(
 impl Sweep for QdrantSweeper {
     const RESOURCE: Resource = Resource::Qdrant;
 
-    async fn plan(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
+    type Run = QdrantRun;
+
+    async fn plan(&self, ctx: &SweepContext) -> Result<(Plan, QdrantRun), SweepError> {
         self.plan_inner(ctx).await
     }
 
-    async fn apply(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
-        self.apply_inner(batch, ctx).await
+    async fn apply(
+        &self,
+        run: &QdrantRun,
+        batch: &Batch,
+        ctx: &SweepContext,
+    ) -> Result<Applied, SweepError> {
+        self.apply_inner(run, batch, ctx).await
     }
 
-    async fn finish(&self, ctx: &SweepContext) -> Vec<String> {
-        self.finish_inner(ctx).await
+    async fn finish(&self, run: &QdrantRun, ctx: &SweepContext) -> Vec<String> {
+        self.finish_inner(run, ctx).await
     }
 }
 

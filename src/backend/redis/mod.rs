@@ -2,7 +2,6 @@
 
 pub mod cluster;
 pub mod keys;
-pub mod policy;
 pub mod sweep;
 
 use std::sync::Arc;
@@ -113,23 +112,25 @@ impl Redis {
 
     /// `used_memory` (bytes, from `INFO memory`) and `DBSIZE`, summed over the primaries of
     /// a cluster.
-    pub async fn memory_and_size(&self) -> Result<(u64, u64), BackendError> {
+    pub async fn memory_and_size(&self) -> Result<Footprint, BackendError> {
         Self::memory_and_size_of(&self.shards().await?).await
     }
 
     /// `used_memory` and `DBSIZE` summed over `shards` (from [`Redis::shards`]).
-    pub async fn memory_and_size_of(shards: &[Redis]) -> Result<(u64, u64), BackendError> {
-        let (mut used, mut size) = (0, 0);
+    pub async fn memory_and_size_of(shards: &[Redis]) -> Result<Footprint, BackendError> {
+        let mut total = Footprint::default();
         for shard in shards {
-            let (u, s) = shard.node_memory_and_size().await?;
-            used += u;
-            size += s;
+            let node = shard.node_memory_and_size().await?;
+            total.used_memory += node.used_memory;
+            total.keys += node.keys;
+            total.lfu |= node.lfu;
         }
-        Ok((used, size))
+        Ok(total)
     }
 
-    /// `used_memory` and `DBSIZE` of this one server, in one round trip.
-    async fn node_memory_and_size(&self) -> Result<(u64, u64), BackendError> {
+    /// `used_memory`, `DBSIZE` and the eviction policy of this one server, in one round
+    /// trip.
+    async fn node_memory_and_size(&self) -> Result<Footprint, BackendError> {
         let mut con = self.connection().await?;
         let (info, dbsize): (String, u64) = timed(
             NAME,
@@ -143,26 +144,46 @@ impl Redis {
         .await?;
         let used = info_field(&info, "used_memory")
             .ok_or_else(|| BackendError::request(NAME, "INFO memory has no used_memory field"))?;
-        Ok((used, dbsize))
+        Ok(Footprint {
+            used_memory: used,
+            keys: dbsize,
+            lfu: info_text(&info, "maxmemory_policy").is_some_and(|p| p.contains("lfu")),
+        })
     }
 
     /// `used_memory` against the budget, and `DBSIZE`.
     pub async fn measure(&self, budget_bytes: u64) -> Result<Usage, BackendError> {
-        let (used, dbsize) = self.memory_and_size().await?;
+        let f = self.memory_and_size().await?;
         Ok(Usage {
-            total_items: dbsize,
-            size_bytes: Some(used),
-            usage_fraction: used as f64 / budget_bytes as f64,
+            total_items: f.keys,
+            size_bytes: Some(f.used_memory),
+            usage_fraction: f.used_memory as f64 / budget_bytes as f64,
             oldest_age_hours: None,
         })
     }
 }
 
-/// A numeric field of an `INFO` reply.
-pub fn info_field(info: &str, field: &str) -> Option<u64> {
+/// What a server (or a cluster's primaries together) holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// `used_memory`, bytes.
+    pub used_memory: u64,
+    /// `DBSIZE`.
+    pub keys: u64,
+    /// The eviction policy is LFU: the server refuses `OBJECT IDLETIME`.
+    pub lfu: bool,
+}
+
+/// A field of an `INFO` reply, as text.
+fn info_text<'a>(info: &'a str, field: &str) -> Option<&'a str> {
     info.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().parse().ok())
+        .map(str::trim)
+}
+
+/// A numeric field of an `INFO` reply.
+pub fn info_field(info: &str, field: &str) -> Option<u64> {
+    info_text(info, field).and_then(|v| v.parse().ok())
 }
 
 #[cfg(test)]
@@ -174,5 +195,10 @@ mod tests {
         assert_eq!(super::info_field(info, "used_memory"), Some(1_048_576));
         assert_eq!(super::info_field(info, "used_memory_rss"), Some(2));
         assert_eq!(super::info_field(info, "maxmemory"), None);
+        let info = "maxmemory_policy:allkeys-lfu\r\n";
+        assert_eq!(
+            super::info_text(info, "maxmemory_policy"),
+            Some("allkeys-lfu")
+        );
     }
 }

@@ -20,7 +20,7 @@
 //! INT_MAX). Pacing (`JANITOR_REDIS_MAX_OPS_PER_SEC`, a pause between batches) keeps the
 //! application's latency low.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -30,13 +30,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::Redis;
 use super::keys::{escape, glob_match, unescape};
-use super::policy::{Policy, PolicyAction};
 use crate::backend::BackendError;
+use crate::backend::sweep::{Applied, Sweep, SweepContext, SweepError};
 use crate::config::RedisSweep;
+use crate::config::{Policy, PolicyAction};
 use crate::metrics::Metrics;
 use crate::plan::{Action, Batch, Plan, PlannedItem};
 use crate::resource::Resource;
-use crate::sweep::{Applied, Sweep, SweepContext, SweepError};
 
 const NAME: &str = "redis";
 /// OBJECT REFCOUNT of a shared object (OBJ_SHARED_REFCOUNT).
@@ -102,8 +102,6 @@ struct Page {
     facts: Vec<(i64, i64, i64)>,
     /// Whether idle time and refcount were read (not under LFU).
     idle: bool,
-    /// This page found the server refusing OBJECT IDLETIME (LFU).
-    fell_back: bool,
 }
 
 /// SCAN pages read ahead of the planner, on their own connection.
@@ -198,11 +196,16 @@ pub struct RedisSweeper {
     redis: Redis,
     settings: RedisSweep,
     metrics: Option<Metrics>,
+    /// The LFU warning is logged once per process, not once per run.
     lfu_reported: AtomicBool,
-    /// used_memory when the current run planned (runs of a resource never overlap).
-    used_memory_before: AtomicU64,
-    /// The servers the current run planned on: a cluster's primaries, or the one server.
-    shards: std::sync::Mutex<Vec<Redis>>,
+}
+
+/// One Redis run, from its plan to its finish.
+pub struct RedisRun {
+    /// The servers the run planned on: a cluster's primaries, or the one server.
+    shards: Vec<Redis>,
+    /// used_memory when the run planned.
+    used_memory_before: u64,
 }
 
 impl RedisSweeper {
@@ -213,8 +216,6 @@ impl RedisSweeper {
             settings,
             metrics,
             lfu_reported: AtomicBool::new(false),
-            used_memory_before: AtomicU64::new(0),
-            shards: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -240,19 +241,27 @@ impl RedisSweeper {
             .any(|p| glob_match(p.as_bytes(), key))
     }
 
-    async fn plan_inner(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
+    async fn plan_inner(&self, ctx: &SweepContext) -> Result<(Plan, RedisRun), SweepError> {
         let shards = self.redis.shards().await?;
-        *self.shards() = shards.clone();
         let mut plan = ctx.new_plan(Resource::Redis)?;
-        let (used, dbsize) = Redis::memory_and_size_of(&shards).await?;
-        plan.store_items = dbsize;
-        self.used_memory_before.store(used, Ordering::Relaxed);
+        let footprint = Redis::memory_and_size_of(&shards).await?;
+        plan.store_items = footprint.keys;
         let policies = self.policies(ctx);
         let limit = ctx.cap.planning_limit();
         let mut pacer = Pacer::new(self.settings.max_ops_per_sec);
         let mut planned: u64 = 0;
-        let mut lfu = false;
-        let lfu_seen = AtomicBool::new(false);
+        // an LFU server refuses OBJECT IDLETIME: delete_idle policies fall back to expire
+        let lfu = footprint.lfu;
+        if lfu
+            && policies
+                .iter()
+                .any(|p| matches!(p.action, PolicyAction::DeleteIdle(_)))
+        {
+            self.report_lfu();
+            plan.notes.push(
+                "maxmemory-policy is LFU: OBJECT IDLETIME is refused, delete_idle policies fall back to expire".into(),
+            );
+        }
         'policies: for (i, policy) in policies.iter().enumerate() {
             let (mut scanned, mut without_ttl, mut shared, mut oldest_idle) =
                 (0u64, 0u64, 0u64, 0i64);
@@ -261,7 +270,7 @@ impl RedisSweeper {
                 let con = (shard.connection().await?, shard.new_connection().await?);
                 // items accumulate into batches of up to APPLY_BATCH: one audit fsync each
                 let mut pending: Vec<PlannedItem> = Vec::new();
-                let pages = self.pages(con, policy, earlier, &lfu_seen);
+                let pages = self.pages(con, policy, earlier, !lfu);
                 let mut pages = std::pin::pin!(pages);
                 while let Some(page) = pages.try_next().await? {
                     if ctx.cancel.is_cancelled() {
@@ -271,14 +280,6 @@ impl RedisSweeper {
                         break 'policies;
                     }
                     scanned += page.scanned;
-                    let was_lfu = lfu;
-                    if page.fell_back && !lfu {
-                        lfu = true;
-                        self.report_lfu();
-                        plan.notes.push(
-                            "maxmemory-policy is LFU: OBJECT IDLETIME is refused, delete_idle policies fall back to expire".into(),
-                        );
-                    }
                     pacer
                         .take(
                             page.keys.len() as u64 * if page.idle { 3 } else { 1 },
@@ -315,10 +316,6 @@ impl RedisSweeper {
                         }
                     }
                     planned += items.len() as u64;
-                    if was_lfu != lfu {
-                        // items planned before the fallback keep their own reason
-                        flush(&mut plan, (policy, shard), was_lfu, &mut pending)?;
-                    }
                     pending.extend(items);
                     if pending.len() >= APPLY_BATCH || planned > limit {
                         flush(&mut plan, (policy, shard), lfu, &mut pending)?;
@@ -348,21 +345,24 @@ impl RedisSweeper {
                 m.record_redis_pattern(&policy.pattern, without_ttl, idle);
             }
         }
-        Ok(plan)
+        let run = RedisRun {
+            shards,
+            used_memory_before: footprint.used_memory,
+        };
+        Ok((plan, run))
     }
 
     /// `policy`'s keys on one server, page by page, with their facts. It runs ahead of its
     /// reader: the next `SCAN` and up to [`PAGES_IN_FLIGHT`] pages' fact reads are in flight
     /// while the reader plans a page, so the server never waits for a round trip. Protected
     /// keys and keys an `earlier` policy owns are dropped before their facts are read. Once
-    /// one page finds the server refusing OBJECT IDLETIME (LFU), `lfu` is set and later pages
-    /// do not ask for it.
+    /// `idle_allowed` is false on an LFU server, which refuses OBJECT IDLETIME.
     fn pages<'a>(
         &'a self,
         (con, scan_con): (ConnectionManager, ConnectionManager),
         policy: &'a Policy,
         earlier: &'a [Policy],
-        lfu: &'a AtomicBool,
+        idle_allowed: bool,
     ) -> impl futures::Stream<Item = Result<Page, BackendError>> + Send + 'a {
         let (pattern, count) = (policy.pattern.clone(), self.settings.scan_count);
         let key_type = self.settings.key_type.clone();
@@ -395,21 +395,13 @@ impl RedisSweeper {
                                 && !earlier.iter().any(|p| glob_match(p.pattern.as_bytes(), k))
                         })
                         .collect();
-                    let idle = wants_idle && !lfu.load(Ordering::Relaxed);
-                    let (facts, idle, fell_back) = match self.key_facts(&mut con, &keys, idle).await
-                    {
-                        Err(e) if idle && e.to_string().contains("LFU") => {
-                            lfu.store(true, Ordering::Relaxed);
-                            (self.key_facts(&mut con, &keys, false).await?, false, true)
-                        }
-                        other => (other?, idle, false),
-                    };
+                    let idle = wants_idle && idle_allowed;
+                    let facts = self.key_facts(&mut con, &keys, idle).await?;
                     Ok(Page {
                         scanned,
                         keys,
                         facts,
                         idle,
-                        fell_back,
                     })
                 }
             })
@@ -466,21 +458,12 @@ impl RedisSweeper {
         Ok(facts)
     }
 
-    /// The shards of the last plan (a cluster's primaries, or the one server).
-    fn shards(&self) -> std::sync::MutexGuard<'_, Vec<Redis>> {
-        self.shards.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The server holding a batch's keys: the planned cluster primary, or the one server.
-    async fn shard_of(&self, batch: &Batch) -> Result<Redis, SweepError> {
+    fn shard_of(&self, run: &RedisRun, batch: &Batch) -> Result<Redis, SweepError> {
         let Some(addr) = &batch.shard else {
             return Ok(self.redis.clone());
         };
-        let known = self
-            .shards()
-            .iter()
-            .find(|s| s.shard() == Some(addr))
-            .cloned();
+        let known = run.shards.iter().find(|s| s.shard() == Some(addr)).cloned();
         match known {
             Some(shard) => Ok(shard),
             // not a primary any more (failover): its keys are left for the next run
@@ -499,7 +482,12 @@ impl RedisSweeper {
         }
     }
 
-    async fn apply_inner(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
+    async fn apply_inner(
+        &self,
+        run: &RedisRun,
+        batch: &Batch,
+        ctx: &SweepContext,
+    ) -> Result<Applied, SweepError> {
         let policy = self
             .policies(ctx)
             .into_iter()
@@ -511,7 +499,7 @@ impl RedisSweeper {
             PolicyAction::DeleteIdle(d) => d.as_secs().max(1),
             _ => 0,
         };
-        let mut con = self.shard_of(batch).await?.connection().await?;
+        let mut con = self.shard_of(run, batch)?.connection().await?;
         let timeout = self.redis.timeout();
         let mut expires = Vec::new();
         let mut deletes = Vec::new();
@@ -618,26 +606,35 @@ impl RedisSweeper {
 
 impl Sweep for RedisSweeper {
     const RESOURCE: Resource = Resource::Redis;
+    type Run = RedisRun;
 
-    async fn plan(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
+    async fn plan(&self, ctx: &SweepContext) -> Result<(Plan, RedisRun), SweepError> {
         self.plan_inner(ctx).await
     }
 
-    async fn apply(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
-        self.apply_inner(batch, ctx).await
+    async fn apply(
+        &self,
+        run: &RedisRun,
+        batch: &Batch,
+        ctx: &SweepContext,
+    ) -> Result<Applied, SweepError> {
+        self.apply_inner(run, batch, ctx).await
     }
 
     /// Under pressure, how many bytes the pass freed (used_memory before and after).
-    async fn finish(&self, ctx: &SweepContext) -> Vec<String> {
-        let before = self.used_memory_before.load(Ordering::Relaxed);
+    async fn finish(&self, run: &RedisRun, ctx: &SweepContext) -> Vec<String> {
+        let before = run.used_memory_before;
         if !ctx.priority.is_some_and(|p| p.is_pressure()) || before == 0 {
             return Vec::new();
         }
-        match self.redis.memory_and_size().await {
-            Ok((after, _)) => vec![format!(
-                "freed {} bytes (used_memory {before} -> {after})",
-                before.saturating_sub(after)
-            )],
+        match Redis::memory_and_size_of(&run.shards).await {
+            Ok(after) => {
+                let after = after.used_memory;
+                vec![format!(
+                    "freed {} bytes (used_memory {before} -> {after})",
+                    before.saturating_sub(after)
+                )]
+            }
             Err(e) => vec![format!("used_memory after the pass unknown: {e}")],
         }
     }

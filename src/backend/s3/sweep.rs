@@ -19,7 +19,6 @@
 //! recorded. On a versioned bucket DeleteObjects without version ids removes the current
 //! version only (S3 keeps the older versions behind a delete marker).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -31,11 +30,11 @@ use super::dangling::DanglingMerge;
 use super::{Listing, S3};
 use crate::backend::BackendError;
 use crate::backend::mongo::Mongo;
+use crate::backend::sweep::{Applied, Sweep, SweepContext, SweepError};
 use crate::config::S3Sweep;
 use crate::metrics::Metrics;
 use crate::plan::{Action, Batch, Plan, PlannedItem};
 use crate::resource::Resource;
-use crate::sweep::{Applied, Sweep, SweepContext, SweepError};
 
 const NAME: &str = "s3";
 /// AWS and MinIO refuse DeleteObjects with more keys than this.
@@ -54,9 +53,14 @@ pub struct S3Sweeper {
     mongo: Option<Mongo>,
     settings: S3Sweep,
     metrics: Option<Metrics>,
-    /// When this run's first reference check was sent (runs of one store never overlap).
-    first_check: Mutex<Option<Instant>>,
-    /// Batches of this run whose references were checked again / not again.
+}
+
+/// One S3 run, from its plan to its finish.
+#[derive(Debug, Default)]
+pub struct S3Run {
+    /// When the run's first reference check was sent.
+    first_check: Option<Instant>,
+    /// Batches whose references were checked again / not again before their delete.
     rechecked: AtomicU64,
     not_rechecked: AtomicU64,
 }
@@ -69,9 +73,6 @@ impl S3Sweeper {
             mongo,
             settings,
             metrics,
-            first_check: Mutex::new(None),
-            rechecked: AtomicU64::new(0),
-            not_rechecked: AtomicU64::new(0),
         }
     }
 
@@ -142,10 +143,8 @@ impl S3Sweeper {
         Ok(())
     }
 
-    async fn plan_inner(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
-        *self.first_check() = None;
-        self.rechecked.store(0, Ordering::Relaxed);
-        self.not_rechecked.store(0, Ordering::Relaxed);
+    async fn plan_inner(&self, ctx: &SweepContext) -> Result<(Plan, S3Run), SweepError> {
+        let mut run = S3Run::default();
         let mut plan = ctx.new_plan(Resource::S3)?;
         self.check_references_exist(&mut plan).await?;
         let min_age = ctx.ttl.max(self.settings.grace);
@@ -225,7 +224,13 @@ impl S3Sweeper {
                 while pending.len() >= DELETE_OBJECTS_MAX {
                     let keys: Vec<String> = pending.drain(..DELETE_OBJECTS_MAX).collect();
                     planned += self
-                        .plan_unreferenced(&mut plan, (&target, &reason), keys, &mut ready, false)
+                        .plan_unreferenced(
+                            (&mut plan, &mut run),
+                            (&target, &reason),
+                            keys,
+                            &mut ready,
+                            false,
+                        )
                         .await?;
                 }
                 if planned > ctx.cap.planning_limit() {
@@ -237,7 +242,13 @@ impl S3Sweeper {
                 }
             }
             planned += self
-                .plan_unreferenced(&mut plan, (&target, &reason), pending, &mut ready, true)
+                .plan_unreferenced(
+                    (&mut plan, &mut run),
+                    (&target, &reason),
+                    pending,
+                    &mut ready,
+                    true,
+                )
                 .await?;
             dangling += merge.count;
             examples.extend(merge.examples);
@@ -260,7 +271,7 @@ impl S3Sweeper {
         plan.notes.push(format!(
             "{listed} objects listed, {old} old enough, {planned} unreferenced"
         ));
-        Ok(plan)
+        Ok((plan, run))
     }
 
     /// Checks `keys` against the references (one query); the unreferenced ones join `ready`,
@@ -268,13 +279,13 @@ impl S3Sweeper {
     /// and, with `last`, the remainder too. Returns how many were planned.
     async fn plan_unreferenced(
         &self,
-        plan: &mut Plan,
+        (plan, run): (&mut Plan, &mut S3Run),
         (target, reason): (&str, &str),
         keys: Vec<String>,
         ready: &mut Vec<PlannedItem>,
         last: bool,
     ) -> Result<u64, SweepError> {
-        self.first_check().get_or_insert_with(Instant::now);
+        run.first_check.get_or_insert_with(Instant::now);
         let referenced = self.referenced(&keys).await?;
         let before = ready.len();
         ready.extend(
@@ -300,18 +311,23 @@ impl S3Sweeper {
         Ok(planned)
     }
 
-    async fn apply_inner(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
+    async fn apply_inner(
+        &self,
+        run: &S3Run,
+        batch: &Batch,
+        ctx: &SweepContext,
+    ) -> Result<Applied, SweepError> {
         let keys: Vec<String> = batch.items.iter().map(|i| i.id.clone()).collect();
         // a document written since planning saves its object; every check of this plan
         // happened after the first one, so while that is fresh they all are
-        let fresh = self
-            .first_check()
+        let fresh = run
+            .first_check
             .is_some_and(|t| t.elapsed() < self.settings.recheck_after);
         let referenced = if fresh {
-            self.not_rechecked.fetch_add(1, Ordering::Relaxed);
+            run.not_rechecked.fetch_add(1, Ordering::Relaxed);
             Default::default()
         } else {
-            self.rechecked.fetch_add(1, Ordering::Relaxed);
+            run.rechecked.fetch_add(1, Ordering::Relaxed);
             self.referenced(&keys).await?
         };
         let mut applied = Applied::default();
@@ -338,10 +354,6 @@ impl S3Sweeper {
             applied.failed.extend(pending);
         }
         Ok(applied)
-    }
-
-    fn first_check(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.first_check.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// One DeleteObjects request; returns the keys the server reported as failed.
@@ -375,19 +387,25 @@ impl S3Sweeper {
 
 impl Sweep for S3Sweeper {
     const RESOURCE: Resource = Resource::S3;
+    type Run = S3Run;
 
-    async fn plan(&self, ctx: &SweepContext) -> Result<Plan, SweepError> {
+    async fn plan(&self, ctx: &SweepContext) -> Result<(Plan, S3Run), SweepError> {
         self.plan_inner(ctx).await
     }
 
-    async fn apply(&self, batch: &Batch, ctx: &SweepContext) -> Result<Applied, SweepError> {
-        self.apply_inner(batch, ctx).await
+    async fn apply(
+        &self,
+        run: &S3Run,
+        batch: &Batch,
+        ctx: &SweepContext,
+    ) -> Result<Applied, SweepError> {
+        self.apply_inner(run, batch, ctx).await
     }
 
-    async fn finish(&self, _ctx: &SweepContext) -> Vec<String> {
+    async fn finish(&self, run: &S3Run, _ctx: &SweepContext) -> Vec<String> {
         let (again, fresh) = (
-            self.rechecked.load(Ordering::Relaxed),
-            self.not_rechecked.load(Ordering::Relaxed),
+            run.rechecked.load(Ordering::Relaxed),
+            run.not_rechecked.load(Ordering::Relaxed),
         );
         let note = format!(
             "references checked again before {again} of {} batches (not again while the plan's checks were under {} s old)",

@@ -208,12 +208,13 @@ pub fn cli_request(
         trigger: resource_janitor::runs::Trigger::Cli,
         dry_run,
         priority: None,
+        reason: None,
     }
 }
 
 /// One run of the engine as of now.
 pub async fn run_once(
-    state: &resource_janitor::app::State,
+    state: &resource_janitor::app::Janitor,
     req: resource_janitor::engine::RunRequest,
 ) -> resource_janitor::engine::RunResult {
     state.engine.run(req, std::time::SystemTime::now()).await
@@ -224,8 +225,8 @@ pub async fn run_once(
 pub fn sweep_ctx(
     ttl: std::time::Duration,
     spool_dir: &std::path::Path,
-) -> resource_janitor::sweep::SweepContext {
-    resource_janitor::sweep::SweepContext {
+) -> resource_janitor::backend::sweep::SweepContext {
+    resource_janitor::backend::sweep::SweepContext {
         now: std::time::SystemTime::now(),
         ttl,
         dry_run: false,

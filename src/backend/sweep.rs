@@ -1,6 +1,6 @@
 //! What a backend's sweeper implements, and the errors that decide a run's outcome.
 //!
-//! A sweeper only plans and applies batches; the [`crate::engine`] owns the safety model
+//! A sweeper only plans and applies batches; the engine owns the safety model
 //! around it (cap, dry-run, audit, shutdown between batches, run records), so no backend can
 //! skip a step.
 
@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::BackendError;
+use super::BackendError;
 use crate::plan::{Batch, Cap, Plan};
 use crate::resource::{Priority, Resource};
 
@@ -103,35 +103,57 @@ impl SweepError {
 /// A backend's sweep: plan everything, then apply batch by batch. Backends implement it
 /// with plain `async fn`s; the engine holds them as [`Sweeper`] objects, which every `Sweep`
 /// is.
+///
+/// What one run learns while planning (the servers it planned on, when it first checked
+/// references, counters for its report) is its [`Sweep::Run`]: `plan` returns it, `apply`
+/// and `finish` receive it. A sweeper itself holds only what outlives a run (clients,
+/// settings), so two runs could never mix their state.
 pub trait Sweep: Send + Sync + 'static {
     /// The resource it sweeps.
     const RESOURCE: Resource;
 
+    /// The state of one run, from its plan to its finish.
+    type Run: Send + Sync + 'static;
+
     /// Plans the run: reads the store (and reference source), deletes nothing.
-    fn plan(&self, ctx: &SweepContext) -> impl Future<Output = Result<Plan, SweepError>> + Send;
+    fn plan(
+        &self,
+        ctx: &SweepContext,
+    ) -> impl Future<Output = Result<(Plan, Self::Run), SweepError>> + Send;
 
     /// Applies one batch of the plan. Must re-check what can have changed since planning
     /// (a Redis key that got a TTL) and be idempotent (a batch may be retried).
     fn apply(
         &self,
+        run: &Self::Run,
         batch: &Batch,
         ctx: &SweepContext,
     ) -> impl Future<Output = Result<Applied, SweepError>> + Send;
 
     /// After the last batch of an applied run: facts for the run report (bytes freed, ...).
-    fn finish(&self, _ctx: &SweepContext) -> impl Future<Output = Vec<String>> + Send {
+    fn finish(
+        &self,
+        _run: &Self::Run,
+        _ctx: &SweepContext,
+    ) -> impl Future<Output = Vec<String>> + Send {
         async { Vec::new() }
     }
 }
 
-/// A [`Sweep`] as a trait object: the same methods, with boxed futures.
+/// A [`Sweep`] as a trait object: planning gives a [`PlannedRun`] that applies the plan.
 pub trait Sweeper: Send + Sync + 'static {
     /// The resource it sweeps.
     fn resource(&self) -> Resource;
 
     /// See [`Sweep::plan`].
-    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>>;
+    fn plan<'a>(
+        &'a self,
+        ctx: &'a SweepContext,
+    ) -> BoxFuture<'a, Result<(Plan, Box<dyn PlannedRun + 'a>), SweepError>>;
+}
 
+/// One planned run of a [`Sweeper`]: its state bound to the sweeper that made it.
+pub trait PlannedRun: Send + Sync {
     /// See [`Sweep::apply`].
     fn apply<'a>(
         &'a self,
@@ -143,24 +165,38 @@ pub trait Sweeper: Send + Sync + 'static {
     fn finish<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Vec<String>>;
 }
 
-impl<T: Sweep> Sweeper for T {
-    fn resource(&self) -> Resource {
-        T::RESOURCE
-    }
+struct Bound<'a, T: Sweep> {
+    sweeper: &'a T,
+    run: T::Run,
+}
 
-    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Plan, SweepError>> {
-        Box::pin(Sweep::plan(self, ctx))
-    }
-
+impl<T: Sweep> PlannedRun for Bound<'_, T> {
     fn apply<'a>(
         &'a self,
         batch: &'a Batch,
         ctx: &'a SweepContext,
     ) -> BoxFuture<'a, Result<Applied, SweepError>> {
-        Box::pin(Sweep::apply(self, batch, ctx))
+        Box::pin(self.sweeper.apply(&self.run, batch, ctx))
     }
 
     fn finish<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Vec<String>> {
-        Box::pin(Sweep::finish(self, ctx))
+        Box::pin(self.sweeper.finish(&self.run, ctx))
+    }
+}
+
+impl<T: Sweep> Sweeper for T {
+    fn resource(&self) -> Resource {
+        T::RESOURCE
+    }
+
+    fn plan<'a>(
+        &'a self,
+        ctx: &'a SweepContext,
+    ) -> BoxFuture<'a, Result<(Plan, Box<dyn PlannedRun + 'a>), SweepError>> {
+        Box::pin(async move {
+            let (plan, run) = Sweep::plan(self, ctx).await?;
+            let bound: Box<dyn PlannedRun + 'a> = Box::new(Bound { sweeper: self, run });
+            Ok((plan, bound))
+        })
     }
 }
