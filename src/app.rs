@@ -345,3 +345,6 @@ fn json_name(v: &impl serde::Serialize) -> String {
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

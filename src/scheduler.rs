@@ -51,14 +51,28 @@ pub enum TaskState {
     Running,
 }
 
+/// Why a task that was queued never became a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotRun {
+    /// A more urgent task took its place in the full queue.
+    #[error("dropped from the full cleanup queue")]
+    Dropped,
+    /// The daemon stopped before it started.
+    #[error("the daemon stopped before the task started")]
+    Shutdown,
+}
+
+/// How a waited-for task ended: its run's record, or why it never ran.
+pub type TaskResult = Result<RunRecord, NotRun>;
+
 /// What a submitter gets back.
 #[derive(Debug)]
 pub struct Submitted {
     /// What the queue did with the task.
     pub pushed: Pushed,
-    /// The run's record once it ends (`None` when the task was dropped, or nobody waits).
-    /// A closed channel means the run ended without a record: its task panicked.
-    pub done: Option<oneshot::Receiver<RunRecord>>,
+    /// How the task ends (`None` when the task was dropped at once, or nobody waits). A
+    /// closed channel means its run ended without a record: the run panicked.
+    pub done: Option<oneshot::Receiver<TaskResult>>,
 }
 
 struct Running {
@@ -71,7 +85,7 @@ struct Inner {
     running: PerResource<Option<Running>>,
     /// Non-critical timer and monitor tasks that may still start this monitoring cycle.
     budget: usize,
-    waiters: HashMap<String, Vec<oneshot::Sender<RunRecord>>>,
+    waiters: HashMap<String, Vec<oneshot::Sender<TaskResult>>>,
 }
 
 /// The queue, the running tasks and the dispatcher's wake-up.
@@ -105,8 +119,9 @@ impl Scheduler {
         let mut inner = self.lock();
         let pushed = inner.queue.push(task);
         if let Some(dropped) = pushed.dropped() {
-            // nobody will run it: its waiters see a closed channel
-            inner.waiters.remove(&dropped.id);
+            for tx in inner.waiters.remove(&dropped.id).into_iter().flatten() {
+                let _ = tx.send(Err(NotRun::Dropped));
+            }
             self.metrics.record_queue_dropped(1);
             tracing::warn!(task = %dropped.id, resource = %dropped.resource, priority = %dropped.priority, "cleanup queue full: task dropped");
         }
@@ -174,8 +189,10 @@ impl Scheduler {
                 () = cancel.cancelled() => break,
             }
         }
-        // pending tasks will not run: their waiters see a closed channel
-        self.lock().waiters.clear();
+        // pending tasks will not run
+        for tx in self.lock().waiters.drain().flat_map(|(_, w)| w) {
+            let _ = tx.send(Err(NotRun::Shutdown));
+        }
     }
 
     /// Takes the next task that may start and marks its store busy.
@@ -254,7 +271,7 @@ impl Release {
     fn done(self, record: RunRecord) {
         let waiters = self.scheduler.lock().waiters.remove(&self.id);
         for tx in waiters.into_iter().flatten() {
-            let _ = tx.send(record.clone());
+            let _ = tx.send(Ok(record.clone()));
         }
     }
 }

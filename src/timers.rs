@@ -16,7 +16,7 @@ use crate::leader::LeaderHandle;
 use crate::queue::CleanupTask;
 use crate::resource::{Priority, Resource};
 use crate::runs::{Outcome, Trigger};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{NotRun, Scheduler};
 use crate::snapshot::Snapshot;
 use crate::worker::Worker;
 
@@ -33,10 +33,10 @@ pub enum TimerError {
         /// Its summary and why it ended so.
         message: String,
     },
-    /// The queue was full of more urgent tasks: this one was dropped.
-    #[error("cleanup queue full: the scheduled task was dropped")]
-    Dropped,
-    /// The run ended without a record (its task panicked).
+    /// The task never became a run.
+    #[error("the scheduled task did not run: {0}")]
+    NotRun(#[from] NotRun),
+    /// The run ended without a record (it panicked).
     #[error("the run ended without a record")]
     Lost,
 }
@@ -107,10 +107,10 @@ impl Worker for SweepTimer {
             reason,
         );
         let Some(done) = self.scheduler.submit(task, true).done else {
-            return Err(TimerError::Dropped);
+            return Err(NotRun::Dropped.into());
         };
         let r = tokio::select! {
-            r = done => r.map_err(|_| TimerError::Lost)?,
+            r = done => r.map_err(|_| TimerError::Lost)??,
             () = cancel.cancelled() => return Ok("shutdown before the run ended".into()),
         };
         let mut summary = format!(

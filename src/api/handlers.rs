@@ -242,10 +242,11 @@ pub async fn cleanup(
     for (resource, done) in waits {
         match done {
             Some(done) => match done.await {
-                Ok(record) => records.push(record),
-                Err(_) => lost.push(resource),
+                Ok(Ok(record)) => records.push(record),
+                Ok(Err(why)) => lost.push(format!("{resource}: {why}")),
+                Err(_) => lost.push(format!("{resource}: its run ended without a result")),
             },
-            None => lost.push(resource),
+            None => lost.push(format!("{resource}: not queued")),
         }
     }
     let deleted: serde_json::Map<String, Value> = records
@@ -256,11 +257,7 @@ pub async fn cleanup(
     let success = lost.is_empty() && records.iter().all(|r| r.outcome.is_success());
     let mut message = format!("Cleanup completed. Total items deleted: {total}");
     if !lost.is_empty() {
-        let names: Vec<&str> = lost.iter().map(|r| r.name()).collect();
-        message = format!(
-            "{message}; the runs of {} ended without a result (failed)",
-            names.join(", ")
-        );
+        message = format!("{message}; failed: {}", lost.join("; "));
     }
     let body = json!({
         "success": success,

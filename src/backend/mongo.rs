@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::ClientOptions;
 
 use super::{BackendError, timed};
@@ -13,6 +14,25 @@ use crate::config::MongoConn;
 use crate::resource::Usage;
 
 const NAME: &str = "mongodb";
+
+/// MongoDB's `NamespaceNotFound`: the collection does not exist.
+const NAMESPACE_NOT_FOUND: i32 = 26;
+/// MongoDB's `DuplicateKey`: a unique index refused the write.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// The error says the collection does not exist (told by its code, never its text).
+pub fn is_namespace_missing(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND)
+}
+
+/// The error is a unique index refusing a write (told by its code, never its text).
+pub fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
 
 /// A MongoDB client bound to the application's database.
 #[derive(Clone)]
@@ -159,9 +179,8 @@ impl Mongo {
                         }
                     }
                 }
-                // a missing collection has no indexes (NamespaceNotFound, code 26)
-                Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 26) =>
-                    {}
+                // a missing collection has no indexes
+                Err(e) if is_namespace_missing(&e) => {}
                 Err(e) => return Err(e),
             }
             Ok(first_keys)
@@ -185,9 +204,7 @@ impl Mongo {
     pub async fn measure(&self, collection: &str) -> Result<Usage, BackendError> {
         let stats = async {
             match self.db.run_command(doc! { "collStats": collection }).await {
-                Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 26) => {
-                    Ok(Document::new())
-                }
+                Err(e) if is_namespace_missing(&e) => Ok(Document::new()),
                 other => other,
             }
         };

@@ -140,16 +140,16 @@ pub trait Sweep: Send + Sync + 'static {
     }
 }
 
+/// A plan and the run that applies it, as [`Sweeper::plan`] gives them.
+pub type Planned<'a> = (Plan, Box<dyn PlannedRun + 'a>);
+
 /// A [`Sweep`] as a trait object: planning gives a [`PlannedRun`] that applies the plan.
 pub trait Sweeper: Send + Sync + 'static {
     /// The resource it sweeps.
     fn resource(&self) -> Resource;
 
     /// See [`Sweep::plan`].
-    fn plan<'a>(
-        &'a self,
-        ctx: &'a SweepContext,
-    ) -> BoxFuture<'a, Result<(Plan, Box<dyn PlannedRun + 'a>), SweepError>>;
+    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Planned<'a>, SweepError>>;
 }
 
 /// One planned run of a [`Sweeper`]: its state bound to the sweeper that made it.
@@ -189,10 +189,7 @@ impl<T: Sweep> Sweeper for T {
         T::RESOURCE
     }
 
-    fn plan<'a>(
-        &'a self,
-        ctx: &'a SweepContext,
-    ) -> BoxFuture<'a, Result<(Plan, Box<dyn PlannedRun + 'a>), SweepError>> {
+    fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Planned<'a>, SweepError>> {
         Box::pin(async move {
             let (plan, run) = Sweep::plan(self, ctx).await?;
             let bound: Box<dyn PlannedRun + 'a> = Box::new(Bound { sweeper: self, run });

@@ -431,7 +431,7 @@ pub const VARS: &[Var] = &[
     var(
         "JANITOR_QUEUE_TASKS_PER_CYCLE",
         "5",
-        "Tasks processed per monitoring cycle (CRITICAL ones at once).",
+        "Timer and monitor tasks started per monitoring cycle (CRITICAL and API tasks are not held back).",
     ),
     var(
         "JANITOR_JITTER_FRACTION",

@@ -15,12 +15,11 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc, oid::ObjectId};
-use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 use serde::Serialize;
 
-use crate::backend::mongo::Mongo;
+use crate::backend::mongo::{Mongo, is_duplicate_key, is_namespace_missing};
 use crate::config::{Dedup, RegisterMode};
 
 /// Duplicate groups listed when they block the index.
@@ -93,18 +92,6 @@ pub struct DedupIndex {
     settings: Dedup,
     timeout: Duration,
     status: Mutex<IndexStatus>,
-}
-
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    match &*e.kind {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
-        ErrorKind::Command(c) => c.code == 11000,
-        _ => e.to_string().contains("E11000"),
-    }
-}
-
-fn is_namespace_missing(e: &mongodb::error::Error) -> bool {
-    matches!(&*e.kind, ErrorKind::Command(c) if c.code == 26)
 }
 
 /// An id as text: ObjectIds as hex, strings as they are, numbers in decimal.

@@ -238,7 +238,7 @@ async fn api_statuses_and_shapes() {
 }
 
 #[tokio::test]
-async fn without_a_token_cleanup_is_forbidden() {
+async fn without_a_token_every_mutating_route_is_forbidden() {
     let svc = require_services!();
     let ns = Namespace::new("daemon-notoken");
     let dir = daemon::tempdir();
@@ -252,15 +252,23 @@ async fn without_a_token_cleanup_is_forbidden() {
         200,
         "reads stay open on loopback"
     );
-    let r = post(&d, "/api/resources/cleanup", "{}", None).await;
-    assert_eq!(r.status(), 403);
-    let body: Value = r.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("JANITOR_ADMIN_TOKEN")
-    );
+    // cleanup deletes; register writes to MongoDB
+    let register = r#"{"user_id": "u1", "sha256": "00000000000000000000000000000000000000000000000000000000000000aa", "document_id": "d1"}"#;
+    for (path, body) in [
+        ("/api/resources/cleanup", "{}"),
+        ("/api/dedup/register", register),
+    ] {
+        let r = post(&d, path, body, None).await;
+        assert_eq!(r.status(), 403, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("JANITOR_ADMIN_TOKEN"),
+            "{path}: {body}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -451,4 +459,79 @@ async fn sweep_once_prints_the_plan_and_exits_by_outcome() {
     );
     let left: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
     assert_eq!(left, 12);
+}
+
+#[tokio::test]
+async fn sweep_once_on_sigint_audits_the_batch_in_flight_and_applies_no_more() {
+    let svc = require_services!();
+    let ns = Namespace::new("cli-sigint");
+    let url = ns.fresh_redis(svc).await;
+    let total = 30_000;
+    crate::support::fill_redis(&url, "tmp:", total).await;
+    let dir = daemon::tempdir();
+    let mut env = daemon::env_for(svc, &ns, dir.path());
+    env.extend(
+        [
+            ("JANITOR_REDIS_POLICIES", "tmp:*=delete"),
+            ("JANITOR_MAX_DELETE_FRACTION", "1"),
+            // six batches of 5,000 keys, paced so that the run takes seconds
+            ("JANITOR_REDIS_MAX_OPS_PER_SEC", "20000"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let audit = env
+        .iter()
+        .find(|(k, _)| k == "JANITOR_AUDIT_LOG")
+        .map(|(_, v)| std::path::PathBuf::from(v))
+        .unwrap();
+    let out = daemon::tempdir();
+    let mut child = daemon::janitor(&env, &out)
+        .args(["sweep", "--once", "--resource", "redis"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&audit)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "no batch applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    let stdout = std::fs::read_to_string(out.path().join("stdout.log")).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a stopped sweep is no success: {stdout}"
+    );
+    assert!(stdout.contains("cancelled"), "{stdout}");
+    // every deleted key is in the audit log, and no batch was applied after the signal
+    let records: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records.len() < 6,
+        "batches went on after the signal: {}",
+        records.len()
+    );
+    let audited: usize = records
+        .iter()
+        .map(|r| {
+            let n = |k: &str| r[k].as_array().map_or(0, Vec::len);
+            n("items") - n("failed") - n("skipped")
+        })
+        .sum();
+    let left = crate::support::count_keys(&url, "tmp:*").await;
+    assert_eq!(audited, total - left, "gone = audited");
+    assert!(left > 0, "the run stopped before the end");
 }
