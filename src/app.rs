@@ -265,6 +265,7 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
         metrics,
         leader: leader.clone(),
         dedup,
+        audit: engine.audit().clone(),
         swept,
         started: started.clone(),
     });

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Alerts, Severity};
-use crate::audit::{AuditLog, AuditRecord};
+use crate::audit::{AuditError, AuditLog, Intent, Outcome as BatchOutcome};
 use crate::backend::sweep::{PlannedRun, SweepContext, SweepError, Sweeper};
 use crate::config::Settings;
 use crate::leader::Leadership;
@@ -116,7 +116,7 @@ impl Engine {
     }
 
     /// The audit log.
-    pub fn audit(&self) -> &AuditLog {
+    pub fn audit(&self) -> &Arc<AuditLog> {
         &self.audit
     }
 
@@ -184,6 +184,11 @@ impl Engine {
                 ));
                 None
             }
+            Some(sweeper)
+                if !record.dry_run && !self.recover(sweeper.as_ref(), &mut record).await =>
+            {
+                None
+            }
             Some(sweeper) => {
                 self.plan_and_apply(sweeper.as_ref(), &ctx, &mut record)
                     .await
@@ -222,7 +227,7 @@ impl Engine {
         record.store_items = plan.store_items;
         record.planned_deletions = plan.deletions();
         record.planned_expirations = plan.expirations();
-        record.notes = plan.notes.clone();
+        record.notes.extend(plan.notes.iter().cloned());
         record.warnings = plan.warnings.clone();
         record.sample = plan.sample().to_vec();
         if let Err(e) = ctx.cap.check(plan) {
@@ -237,7 +242,7 @@ impl Engine {
                 return;
             }
         };
-        let mut read = 0;
+        let mut read: u64 = 0;
         while let Some(batch) = batches.recv().await {
             let batch = match batch {
                 Ok(b) => {
@@ -263,50 +268,58 @@ impl Engine {
                     break;
                 }
             }
-            let mut interrupted = None;
-            let (failed, skipped) = if record.dry_run {
-                (Vec::new(), Vec::new())
-            } else {
-                match run.apply(batch, ctx).await {
-                    Ok(applied) => {
-                        record.deleted += applied.deleted;
-                        record.expired += applied.expired;
-                        record.skipped += applied.skipped.len() as u64;
-                        record.failed += applied.failed.len() as u64;
-                        record.notes.extend(applied.notes);
-                        interrupted = applied.interrupted;
-                        (applied.failed, applied.skipped)
-                    }
-                    Err(e) => {
-                        fail(record, &e);
-                        break;
-                    }
+            let key = (record.id.as_str(), record.resource, read - 1);
+            if record.dry_run {
+                if let Err(e) = self.audit.dry_run(key, batch).await {
+                    self.audit_failed(record, &e);
+                    break;
                 }
+                continue;
+            }
+            // written ahead: no intent on disk, no deletion
+            let intent = Intent {
+                run_id: record.id.clone(),
+                resource: record.resource,
+                seq: read - 1,
+                batch: batch.clone(),
             };
-            let audited = self
-                .audit
-                .append(&AuditRecord {
-                    time: SystemTime::now(),
-                    run_id: &record.id,
-                    resource: record.resource,
-                    dry_run: record.dry_run,
-                    batch,
-                    failed: &failed,
-                    skipped: &skipped,
-                })
-                .await;
-            if let Err(e) = audited {
-                // no trail, no deletions: stop here
-                record.outcome = Outcome::Failed;
-                record.message = Some(e.to_string());
+            if let Err(e) = self.audit.intent(intent).await {
+                self.audit_failed(record, &e);
                 break;
             }
-            if let Some(e) = interrupted {
+            let applied = match run.apply(batch, ctx).await {
+                Ok(applied) => applied,
+                // what the store did is unknown: the intent stays open and the store is
+                // asked before this store's next run
+                Err(e) => {
+                    fail(record, &e);
+                    break;
+                }
+            };
+            record.deleted += applied.deleted;
+            record.expired += applied.expired;
+            record.skipped += applied.skipped.len() as u64;
+            record.failed += applied.failed.len() as u64;
+            record.notes.extend(applied.notes);
+            let outcome = BatchOutcome {
+                deleted: applied.deleted,
+                expired: applied.expired,
+                failed: applied.failed,
+                skipped: applied.skipped,
+                ..BatchOutcome::default()
+            };
+            let key = (record.id.as_str(), record.resource, read - 1);
+            if let Err(e) = self.audit.applied(key, &outcome).await {
+                // the intent is on disk: the outcome is recovered before the next run
+                self.audit_failed(record, &e);
+                break;
+            }
+            if let Some(e) = applied.interrupted {
                 fail(record, &e);
                 break;
             }
         }
-        if record.outcome == Outcome::Succeeded && read < plan.batch_count() {
+        if record.outcome == Outcome::Succeeded && read < plan.batch_count() as u64 {
             // the reading thread died (a panic): the run must not read as complete
             let lost = std::io::Error::other("the plan's spool ended before its last batch");
             fail(record, &SweepError::spool(lost));
@@ -315,6 +328,55 @@ impl Engine {
             record.outcome = Outcome::DryRun;
         } else if !record.dry_run {
             record.notes.extend(run.finish(ctx).await);
+        }
+    }
+
+    /// Settles this store's batches that were about to be applied when the janitor last
+    /// stopped (intents without an outcome): asks the store which of their items are gone,
+    /// and records that. False if it could not: nothing is planned or deleted then.
+    async fn recover(&self, sweeper: &dyn Sweeper, record: &mut RunRecord) -> bool {
+        for intent in self.audit.open_intents(record.resource) {
+            let not_applied = match sweeper.unapplied(&intent.batch).await {
+                Ok(n) => n,
+                Err(e) => {
+                    fail(record, &e);
+                    let message = record.message.take().unwrap_or_default();
+                    record.message = Some(format!(
+                        "recovering batch {} of run {}: {message}",
+                        intent.seq, intent.run_id
+                    ));
+                    return false;
+                }
+            };
+            let outcome = BatchOutcome::recovered(&intent.batch, not_applied);
+            let key = (intent.run_id.as_str(), intent.resource, intent.seq);
+            if let Err(e) = self.audit.applied(key, &outcome).await {
+                self.audit_failed(record, &e);
+                return false;
+            }
+            tracing::warn!(run_id = %intent.run_id, batch = intent.seq, deleted = outcome.deleted, expired = outcome.expired, not_applied = outcome.not_applied.len(), "recovered a batch the janitor stopped in the middle of");
+            record.notes.push(format!(
+                "recovered batch {} of run {} (the janitor stopped mid-batch): {} deleted, {} expired, {} not applied",
+                intent.seq,
+                intent.run_id,
+                outcome.deleted,
+                outcome.expired,
+                outcome.not_applied.len()
+            ));
+        }
+        true
+    }
+
+    /// The audit log cannot be written: nothing (more) is deleted, and an operator is told.
+    fn audit_failed(&self, record: &mut RunRecord, e: &AuditError) {
+        record.outcome = Outcome::FailedClosed;
+        record.message = Some(format!("audit log unwritable, nothing (more) deleted: {e}"));
+        if let Some(alerts) = &self.alerts {
+            alerts.raise(
+                &format!("audit_unwritable:{}", record.resource),
+                Severity::Critical,
+                &format!("{} sweep {} stopped: {e}", record.resource, record.id),
+            );
         }
     }
 

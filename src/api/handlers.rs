@@ -25,7 +25,8 @@ pub async fn healthz() -> Json<Value> {
 
 /// 200 once the config is loaded and every worker started; lists each backend's state. A
 /// backend that is down does not make the janitor unready (it would take a sidecar's pod
-/// out of service for a cache hiccup); its state says so.
+/// out of service for a cache hiccup); its state says so, and so does `audit_log` when the
+/// audit log cannot be written (every sweep fails closed until it can).
 pub async fn readyz(Extract(api): Extract<Api>) -> Response {
     let started = api.ctx.started.load(Ordering::SeqCst);
     let backends: serde_json::Map<String, Value> = api
@@ -52,6 +53,11 @@ pub async fn readyz(Extract(api): Extract<Api>) -> Response {
         "backends": backends,
     });
     body["role"] = json!(api.ctx.leader.role());
+    // without a trail nothing is deleted: every sweep fails closed until a write succeeds
+    body["audit_log"] = match api.ctx.audit.last_error() {
+        None => json!({ "status": "ok" }),
+        Some(e) => json!({ "status": "error", "error": e }),
+    };
     if let Some(dedup) = &api.ctx.dedup {
         // registers need the unique index: say so when it is missing or blocked
         body["dedup_index"] = json!(dedup.status());

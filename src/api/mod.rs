@@ -27,6 +27,7 @@ use axum::routing::{get, post};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::audit::AuditLog;
 use crate::config::Admin;
 use crate::dedup::DedupIndex;
 use crate::leader::LeaderHandle;
@@ -152,6 +153,8 @@ pub struct ApiContext {
     pub leader: LeaderHandle,
     /// The SHA-256 dedup index (needs MongoDB).
     pub dedup: Option<Arc<DedupIndex>>,
+    /// The audit log (readiness says when it cannot be written).
+    pub audit: Arc<AuditLog>,
     /// The stores a cleanup can be asked for.
     pub swept: PerResource<bool>,
     /// Set once every worker is started.

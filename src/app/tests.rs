@@ -51,6 +51,10 @@ impl Sweeper for FakeStore {
             Ok((plan, run))
         })
     }
+
+    fn unapplied<'a>(&'a self, _: &'a Batch) -> BoxFuture<'a, Result<Vec<String>, SweepError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 impl PlannedRun for FakeRun<'_> {

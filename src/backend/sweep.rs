@@ -138,6 +138,14 @@ pub trait Sweep: Send + Sync + 'static {
     ) -> impl Future<Output = Vec<String>> + Send {
         async { Vec::new() }
     }
+
+    /// The items of a batch that was about to be applied when the janitor stopped (an
+    /// intent without an outcome in the audit log) that the store still holds as planned:
+    /// a key or object still there, a key still without TTL. The others were applied.
+    fn unapplied(
+        &self,
+        batch: &Batch,
+    ) -> impl Future<Output = Result<Vec<String>, SweepError>> + Send;
 }
 
 /// A plan and the run that applies it, as [`Sweeper::plan`] gives them.
@@ -150,6 +158,9 @@ pub trait Sweeper: Send + Sync + 'static {
 
     /// See [`Sweep::plan`].
     fn plan<'a>(&'a self, ctx: &'a SweepContext) -> BoxFuture<'a, Result<Planned<'a>, SweepError>>;
+
+    /// See [`Sweep::unapplied`].
+    fn unapplied<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Vec<String>, SweepError>>;
 }
 
 /// One planned run of a [`Sweeper`]: its state bound to the sweeper that made it.
@@ -195,5 +206,9 @@ impl<T: Sweep> Sweeper for T {
             let bound: Box<dyn PlannedRun + 'a> = Box::new(Bound { sweeper: self, run });
             Ok((plan, bound))
         })
+    }
+
+    fn unapplied<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Vec<String>, SweepError>> {
+        Box::pin(Sweep::unapplied(self, batch))
     }
 }

@@ -345,7 +345,9 @@ impl Settings {
             audit_log: r
                 .optional("JANITOR_AUDIT_LOG")
                 .map(PathBuf::from)
-                .ok_or_else(|| r.invalid("JANITOR_AUDIT_LOG", "a file path"))?,
+                // a device or a directory cannot hold records to recover from
+                .filter(|p| std::fs::metadata(p).map_or(true, |m| m.is_file()))
+                .ok_or_else(|| r.invalid("JANITOR_AUDIT_LOG", "a regular file's path"))?,
         };
 
         let jitter_fraction = match r.text("JANITOR_JITTER_FRACTION").parse::<f64>() {

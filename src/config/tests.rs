@@ -92,6 +92,8 @@ fn bad_numbers_name_variable_value_and_expectation() {
         ("JANITOR_LOG_FORMAT", "xml"),
         ("JANITOR_JITTER_FRACTION", "2"),
         ("JANITOR_SHUTDOWN_TIMEOUT", "soon"),
+        ("JANITOR_AUDIT_LOG", "/dev/full"),
+        ("JANITOR_AUDIT_LOG", "/tmp"),
     ] {
         let msg = err(&[(name, value)]);
         assert!(

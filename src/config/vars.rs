@@ -210,7 +210,7 @@ pub const VARS: &[Var] = &[
     var(
         "JANITOR_AUDIT_LOG",
         "janitor-audit.jsonl",
-        "Append-only JSONL audit log: one record per applied batch.",
+        "Append-only JSONL audit log, written ahead: an intent before each batch, its outcome after.",
     ),
     // Redis sweeper
     var(

@@ -92,6 +92,11 @@ impl Sweep for Fake {
             ..Applied::default()
         })
     }
+
+    /// Everything after the first item was applied.
+    async fn unapplied(&self, batch: &Batch) -> Result<Vec<String>, SweepError> {
+        Ok(batch.items.iter().take(1).map(|i| i.id.clone()).collect())
+    }
 }
 
 struct Harness {
@@ -148,11 +153,13 @@ impl Harness {
     }
 }
 
-fn audit_lines(h: &Harness) -> Vec<serde_json::Value> {
+/// The audit log's records of one kind (`intent`, `applied`, `dry_run`), or all of them.
+fn audit_lines(h: &Harness, kind: Option<&str>) -> Vec<serde_json::Value> {
     std::fs::read_to_string(&h.audit_path)
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| kind.is_none_or(|k| l["kind"] == k))
         .collect()
 }
 
@@ -165,13 +172,24 @@ async fn applies_every_batch_and_audits_each() {
         (Outcome::Succeeded, 15, 15)
     );
     assert_eq!(h.fake.applied.lock().unwrap().len(), 3);
-    let lines = audit_lines(&h);
-    assert_eq!(lines.len(), 3);
-    assert!(
-        lines
-            .iter()
-            .all(|l| l["run_id"] == r.id.as_str() && l["dry_run"] == false)
+    let (intents, applied) = (
+        audit_lines(&h, Some("intent")),
+        audit_lines(&h, Some("applied")),
     );
+    assert_eq!((intents.len(), applied.len()), (3, 3));
+    // each batch: its intent, then its outcome
+    let all = audit_lines(&h, None);
+    for (i, pair) in all.chunks(2).enumerate() {
+        assert_eq!(
+            (&pair[0]["kind"], &pair[1]["kind"]),
+            (&"intent".into(), &"applied".into())
+        );
+        assert!(
+            pair.iter()
+                .all(|l| l["run_id"] == r.id.as_str() && l["batch_seq"] == i)
+        );
+        assert_eq!(pair[1]["deleted"], 5);
+    }
     assert_eq!(h.engine.runs().list()[0].id, r.id);
 }
 
@@ -186,7 +204,9 @@ async fn dry_run_applies_nothing_and_reports_the_plan() {
         assert_eq!(plan.deletions(), 10);
         assert_eq!(plan.items().unwrap().len(), 10);
         assert!(h.fake.applied.lock().unwrap().is_empty(), "nothing applied");
-        assert!(audit_lines(&h).iter().all(|l| l["dry_run"] == true));
+        let lines = audit_lines(&h, None);
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l["kind"] == "dry_run"));
     }
 }
 
@@ -198,7 +218,7 @@ async fn plan_above_the_cap_is_not_applied() {
     assert_eq!(r.outcome, Outcome::AbortedCap);
     assert!(r.message.unwrap().contains("30 of 100"));
     assert!(h.fake.applied.lock().unwrap().is_empty());
-    assert!(audit_lines(&h).is_empty());
+    assert!(audit_lines(&h, None).is_empty());
     // the absolute cap too
     let h = harness(
         Fake::new(1_000_000, 1, 11),
@@ -224,11 +244,33 @@ async fn reference_failure_stops_the_run_closed() {
         2,
         "no batch after the failure"
     );
+    assert_eq!(audit_lines(&h, Some("intent")).len(), 2);
     assert_eq!(
-        audit_lines(&h).len(),
+        audit_lines(&h, Some("applied")).len(),
         1,
-        "the failed batch is not audited as applied"
+        "the failed batch has no outcome: what the store did is unknown"
     );
+    // the next run first asks the store: the double says all but the first item went
+    let next = h.run().await;
+    assert_eq!(next.outcome, Outcome::Succeeded);
+    assert!(
+        next.notes.iter().any(|n| n.starts_with(&format!(
+            "recovered batch 1 of run {} (the janitor stopped mid-batch): 4 deleted, 0 expired, 1 not applied",
+            r.id
+        ))),
+        "{:?}",
+        next.notes
+    );
+    let recovered: Vec<_> = audit_lines(&h, Some("applied"))
+        .into_iter()
+        .filter(|l| l["recovered"] == true)
+        .collect();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(
+        (&recovered[0]["run_id"], &recovered[0]["batch_seq"]),
+        (&r.id.as_str().into(), &1.into())
+    );
+    assert_eq!(recovered[0]["not_applied"], serde_json::json!(["k1-0"]));
 }
 
 #[tokio::test]
@@ -257,9 +299,10 @@ async fn a_batch_interrupted_partway_is_audited_then_ends_the_run() {
     assert_eq!(r.message.as_deref(), Some("redis: connection reset"));
     assert_eq!((r.deleted, r.failed), (5 + 2, 3));
     assert_eq!(h.fake.applied.lock().unwrap().len(), 2, "no batch after it");
-    let audit = audit_lines(&h);
+    let audit = audit_lines(&h, Some("applied"));
     assert_eq!(audit.len(), 2, "the interrupted batch is in the audit log");
     assert_eq!(audit[1]["failed"].as_array().unwrap().len(), 3);
+    assert_eq!(audit[1]["deleted"], 2);
 }
 
 #[tokio::test]
@@ -271,7 +314,16 @@ async fn shutdown_stops_between_batches() {
     let r = h.run().await;
     assert_eq!(r.outcome, Outcome::Cancelled);
     assert_eq!(r.deleted, 5);
-    assert_eq!(audit_lines(&h).len(), 1, "the finished batch is audited");
+    assert_eq!(
+        audit_lines(&h, Some("intent")).len(),
+        1,
+        "no intent after shutdown"
+    );
+    assert_eq!(
+        audit_lines(&h, Some("applied")).len(),
+        1,
+        "the finished batch is audited"
+    );
 }
 
 #[tokio::test]

@@ -144,11 +144,7 @@ async fn sigterm_during_a_long_sweep_exits_in_time_with_the_audit_log_flushed() 
         .expect("exited within 10 s");
     let took = signalled.elapsed();
     assert!(status.success(), "exit 0: {status:?}\n{}", d.output());
-    let text = std::fs::read_to_string(&audit).unwrap();
-    let records: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every audit line is whole JSON"))
-        .collect();
+    let records = crate::support::applied_batches(&audit);
     let count = |r: &Value, k: &str| r[k].as_array().unwrap().len();
     let audited: usize = records
         .iter()

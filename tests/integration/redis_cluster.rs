@@ -5,7 +5,6 @@
 use resource_janitor::app::Janitor;
 use resource_janitor::resource::Resource;
 use resource_janitor::runs::{Outcome, RunRecord};
-use serde_json::Value;
 
 use crate::require_services;
 use crate::support::{self, process};
@@ -91,11 +90,8 @@ async fn every_primary_is_swept_on_its_own_connection() {
         assert_eq!(held(n.port).await, (0, *keep), "node {}", n.port);
     }
     // one batch per primary, each naming its shard
-    let shards: std::collections::BTreeSet<String> = std::fs::read_to_string(&audit)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["dry_run"] == false)
+    let shards: std::collections::BTreeSet<String> = crate::support::applied_batches(&audit)
+        .iter()
         .map(|r| r["shard"].as_str().unwrap().to_string())
         .collect();
     let expected: std::collections::BTreeSet<String> = nodes

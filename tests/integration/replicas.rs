@@ -91,12 +91,7 @@ async fn wait_for(what: &str, within: Duration, mut done: impl AsyncFnMut() -> b
 
 /// Applied batches in a replica's audit log.
 fn audited_batches(d: &Daemon) -> Vec<Value> {
-    std::fs::read_to_string(d.audit_log())
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["dry_run"] == false)
-        .collect()
+    crate::support::applied_batches(&d.audit_log())
 }
 
 #[tokio::test]

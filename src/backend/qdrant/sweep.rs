@@ -566,6 +566,25 @@ impl Sweep for QdrantSweeper {
         self.apply_inner(run, batch, ctx).await
     }
 
+    /// Points of the batch still in its collection (a deleted collection holds none).
+    async fn unapplied(&self, batch: &Batch) -> Result<Vec<String>, SweepError> {
+        let ids: Vec<PointId> = batch.items.iter().map(|i| point_id(&i.id)).collect();
+        let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1);
+        let filter = Filter::must([Condition::has_id(ids)]);
+        match self
+            .qdrant
+            .scroll(&batch.target, &filter, &[], limit, None)
+            .await
+        {
+            Ok((left, _)) => Ok(left
+                .iter()
+                .filter_map(|p| p.id.as_ref().and_then(id_text))
+                .collect()),
+            Err(BackendError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn finish(&self, run: &QdrantRun, ctx: &SweepContext) -> Vec<String> {
         self.finish_inner(run, ctx).await
     }

@@ -621,6 +621,39 @@ impl Sweep for RedisSweeper {
         self.apply_inner(run, batch, ctx).await
     }
 
+    /// Keys to delete that still exist, keys to expire that still have no TTL.
+    async fn unapplied(&self, batch: &Batch) -> Result<Vec<String>, SweepError> {
+        let shards = self.redis.shards().await?;
+        let run = RedisRun {
+            shards,
+            used_memory_before: 0,
+        };
+        let mut con = self.shard_of(&run, batch)?.connection().await?;
+        let mut pipe = redis::pipe();
+        let mut ids = Vec::with_capacity(batch.items.len());
+        for item in &batch.items {
+            let key = unescape(&item.id).ok_or_else(|| {
+                SweepError::Refused(format!("unreadable key in the audit log: {}", item.id))
+            })?;
+            pipe.cmd("PTTL").arg(key);
+            ids.push(item);
+        }
+        let timeout = self.redis.timeout();
+        let pttls: Vec<i64> =
+            crate::backend::timed(NAME, timeout, pipe.query_async(&mut con)).await?;
+        Ok(ids
+            .into_iter()
+            .zip(pttls)
+            .filter(|(item, pttl)| match item.action {
+                // -2: gone
+                Action::Delete => *pttl != -2,
+                // -1: still no TTL
+                Action::Expire(_) => *pttl == -1,
+            })
+            .map(|(item, _)| item.id.clone())
+            .collect())
+    }
+
     /// Under pressure, how many bytes the pass freed (used_memory before and after).
     async fn finish(&self, run: &RedisRun, ctx: &SweepContext) -> Vec<String> {
         let before = run.used_memory_before;

@@ -356,6 +356,28 @@ impl S3Sweeper {
         Ok(applied)
     }
 
+    /// `key` if the object exists (HEAD), `None` if it does not.
+    async fn still_there(&self, key: String) -> Result<Option<String>, SweepError> {
+        let head = self
+            .s3
+            .client()
+            .head_object()
+            .bucket(self.s3.bucket())
+            .key(&key)
+            .send();
+        let timeout = self.s3.timeout();
+        match tokio::time::timeout(timeout, head).await {
+            Ok(Ok(_)) => Ok(Some(key)),
+            Ok(Err(e)) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+            Ok(Err(e)) => Err(BackendError::request(NAME, e).into()),
+            Err(_) => Err(BackendError::Timeout {
+                backend: NAME,
+                after: timeout,
+            }
+            .into()),
+        }
+    }
+
     /// One DeleteObjects request; returns the keys the server reported as failed.
     async fn delete_objects(&self, keys: &[String]) -> Result<Vec<String>, SweepError> {
         debug_assert!(keys.len() <= DELETE_OBJECTS_MAX);
@@ -400,6 +422,18 @@ impl Sweep for S3Sweeper {
         ctx: &SweepContext,
     ) -> Result<Applied, SweepError> {
         self.apply_inner(run, batch, ctx).await
+    }
+
+    /// Objects still there (a HEAD each, 16 at a time).
+    async fn unapplied(&self, batch: &Batch) -> Result<Vec<String>, SweepError> {
+        use futures::{StreamExt, TryStreamExt};
+        let keys: Vec<String> = batch.items.iter().map(|i| i.id.clone()).collect();
+        let found: Vec<Option<String>> = futures::stream::iter(keys)
+            .map(|key| self.still_there(key))
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     async fn finish(&self, run: &S3Run, _ctx: &SweepContext) -> Vec<String> {

@@ -258,3 +258,31 @@ pub fn settings(
     };
     std::sync::Arc::new(resource_janitor::config::load(&sources).unwrap())
 }
+
+/// The audit log's applied batches: each `intent` record with the fields of its `applied`
+/// record merged in (`deleted`, `failed`, `skipped`, `recovered`, ...). Intents without an
+/// outcome and dry runs are left out.
+pub fn applied_batches(audit: &std::path::Path) -> Vec<serde_json::Value> {
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(audit)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every audit line is whole JSON"))
+        .collect();
+    let key = |r: &serde_json::Value| (r["run_id"].clone(), r["batch_seq"].clone());
+    records
+        .iter()
+        .filter(|r| r["kind"] == "intent")
+        .filter_map(|intent| {
+            let outcome = records
+                .iter()
+                .find(|r| r["kind"] == "applied" && key(r) == key(intent))?;
+            let mut merged = intent.clone();
+            for (k, v) in outcome.as_object()? {
+                if !["v", "kind", "time"].contains(&k.as_str()) {
+                    merged[k] = v.clone();
+                }
+            }
+            Some(merged)
+        })
+        .collect()
+}

@@ -1,0 +1,154 @@
+//! The janitor killed with SIGKILL in the middle of applied sweeps, again and again: the
+//! write-ahead audit log still accounts for every deletion exactly once.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::require_services;
+use crate::support::{self, Namespace, daemon};
+
+/// Intents in the audit log so far.
+fn intents(audit: &std::path::Path) -> usize {
+    std::fs::read_to_string(audit)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(r#""kind":"intent""#))
+        .count()
+}
+
+#[tokio::test]
+async fn sigkill_mid_batch_twenty_times_every_deleted_key_audited_exactly_once() {
+    let svc = require_services!();
+    let ns = Namespace::new("crash-redis");
+    let url = ns.fresh_redis(svc).await;
+    let (doomed, live) = (60_000, 2_000);
+    support::fill_redis(&url, "tmp:", doomed).await;
+    support::fill_redis(&url, "keep:", live).await;
+    let dir = daemon::tempdir();
+    let mut env = daemon::redis_env(svc, &ns, dir.path());
+    env.extend(
+        [
+            ("JANITOR_REDIS_POLICIES", "tmp:*=delete"),
+            ("JANITOR_MAX_DELETE_FRACTION", "1"),
+            // batches of 5,000 keys, paced to a few per second
+            ("JANITOR_REDIS_MAX_OPS_PER_SEC", "40000"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let audit = dir.path().join("audit.jsonl");
+    let (mut kills, mut rounds, mut seeded) = (0, 0, doomed);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while kills < 20 {
+        assert!(Instant::now() < deadline, "only {kills} kills in time");
+        rounds += 1;
+        let before = intents(&audit);
+        let out = daemon::tempdir();
+        let mut child = daemon::janitor(&env, &out)
+            .args(["sweep", "--once", "--resource", "redis"])
+            .spawn()
+            .unwrap();
+        // wait for this run's first intent, then kill at a random point of the batch
+        let started = Instant::now();
+        while intents(&audit) == before && started.elapsed() < Duration::from_secs(20) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..250))).await;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        if support::count_keys(&url, "tmp:*").await == 0 {
+            // every doomed key went: seed more, so that the next kills land mid-sweep too
+            support::fill_redis(&url, &format!("tmp:{rounds}:"), 15_000).await;
+            seeded += 15_000;
+        }
+    }
+    // a last run without a kill recovers what is open and finishes the job
+    let out = daemon::tempdir();
+    let status = daemon::janitor(&env, &out)
+        .args(["sweep", "--once", "--resource", "redis"])
+        .status()
+        .unwrap();
+    let stdout = std::fs::read_to_string(out.path().join("stdout.log")).unwrap();
+    assert!(status.success(), "{stdout}");
+    assert_eq!(support::count_keys(&url, "tmp:*").await, 0, "{stdout}");
+    assert_eq!(
+        support::count_keys(&url, "keep:*").await,
+        live,
+        "nothing live lost"
+    );
+
+    // every intent has exactly one outcome
+    let records: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("whole JSON lines only"))
+        .collect();
+    let key = |r: &Value| format!("{}#{}", r["run_id"], r["batch_seq"]);
+    let intents: Vec<String> = records
+        .iter()
+        .filter(|r| r["kind"] == "intent")
+        .map(key)
+        .collect();
+    let outcomes: Vec<String> = records
+        .iter()
+        .filter(|r| r["kind"] == "applied")
+        .map(key)
+        .collect();
+    let mut sorted = outcomes.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        outcomes.len(),
+        "one outcome per intent at most"
+    );
+    assert_eq!(
+        intents.iter().collect::<BTreeSet<_>>(),
+        outcomes.iter().collect::<BTreeSet<_>>(),
+        "every intent has its outcome"
+    );
+    // every deleted key is listed as applied exactly once, and the counts agree
+    let batches = support::applied_batches(&audit);
+    let mut deleted = BTreeSet::new();
+    let mut counted = 0u64;
+    for b in &batches {
+        let not = |k: &str| -> BTreeSet<String> {
+            b[k].as_array()
+                .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default()
+        };
+        let left: BTreeSet<String> = [not("failed"), not("skipped"), not("not_applied")]
+            .into_iter()
+            .flatten()
+            .collect();
+        for item in b["items"].as_array().unwrap() {
+            let id = item["id"].as_str().unwrap();
+            if !left.contains(id) {
+                assert!(
+                    deleted.insert(id.to_string()),
+                    "{id} audited as deleted twice"
+                );
+            }
+        }
+        counted += b["deleted"].as_u64().unwrap();
+    }
+    let recovered = batches.iter().filter(|b| b["recovered"] == true).count();
+    assert_eq!(deleted.len() as u64, counted, "items and counts agree");
+    assert!(deleted.iter().all(|k| k.starts_with("tmp:")));
+    assert_eq!(
+        deleted.len(),
+        seeded,
+        "every key gone is audited, exactly once"
+    );
+    eprintln!(
+        "{kills} kills in {rounds} rounds; {} keys deleted and audited once each ({seeded} seeded); {recovered} batches recovered after a kill",
+        deleted.len()
+    );
+}
