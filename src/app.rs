@@ -169,7 +169,7 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
     } = janitor;
     let notifier = Arc::new(Notifier::from_env());
     for (resource, enabled) in configured.iter() {
-        if !enabled {
+        if resource.is_measured() && !enabled {
             tracing::info!(backend = %resource, "backend disabled: no URL configured");
         }
     }

@@ -48,7 +48,7 @@ pub enum Command {
         /// Print the plan, delete nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Which store.
+        /// Which store (or documents).
         #[arg(long, value_enum, default_value_t = Target_::All)]
         resource: Target_,
         /// Print JSON instead of text.
@@ -109,7 +109,10 @@ pub enum Target_ {
     Qdrant,
     /// S3 objects.
     S3,
-    /// Every configured store.
+    /// The application's documents, with their files, vectors and cache keys
+    /// (JANITOR_DOCUMENTS_EXPIRE=true).
+    Documents,
+    /// Every configured store (documents too when their expiry is enabled).
     All,
 }
 
@@ -233,6 +236,7 @@ async fn sweep(
         Target_::Redis => vec![Resource::Redis],
         Target_::Qdrant => vec![Resource::Qdrant],
         Target_::S3 => vec![Resource::S3],
+        Target_::Documents => vec![Resource::Documents],
         Target_::All => Resource::SWEPT
             .into_iter()
             .filter(|r| state.engine.enabled(*r))
@@ -380,6 +384,10 @@ fn write_text(out: &mut impl Write, r: &RunRecord, plan: Option<&mut Plan>) -> s
             match item.action {
                 Action::Delete => writeln!(out, "    delete {}", item.id)?,
                 Action::Expire(secs) => writeln!(out, "    expire {} ({secs} s)", item.id)?,
+            }
+            // what goes with it (a document's file, points and cache keys)
+            if let Some(detail) = &item.detail {
+                writeln!(out, "      with {detail}")?;
             }
         }
     }

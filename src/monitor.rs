@@ -81,6 +81,8 @@ impl StoreGauge {
                 let collection = &self.settings.s3_sweep.ref_collection;
                 b.mongo.as_ref()?.measure(collection).await
             }
+            // documents live in MongoDB, measured above
+            Resource::Documents => return None,
         })
     }
 }

@@ -41,6 +41,29 @@ pub struct PlannedItem {
     /// What happens to it.
     #[serde(flatten)]
     pub action: Action,
+    /// What goes with it (a document's file, points and cache keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+impl PlannedItem {
+    /// An item removed.
+    pub fn delete(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            action: Action::Delete,
+            detail: None,
+        }
+    }
+
+    /// An item given a TTL of `secs`.
+    pub fn expire(id: impl Into<String>, secs: u64) -> Self {
+        Self {
+            id: id.into(),
+            action: Action::Expire(secs),
+            detail: None,
+        }
+    }
 }
 
 /// Items applied together, sharing one reason (one audit record each).
@@ -227,11 +250,13 @@ mod tests {
             .map(|i| PlannedItem {
                 id: format!("d{i}"),
                 action: Action::Delete,
+                detail: None,
             })
             .collect();
         items.extend((0..expires).map(|i| PlannedItem {
             id: format!("e{i}"),
             action: Action::Expire(3600),
+            detail: None,
         }));
         p.push(Batch {
             target: "all".into(),
@@ -281,6 +306,7 @@ mod tests {
             items: vec![PlannedItem {
                 id: "a\\xffb".into(),
                 action: Action::Delete,
+                detail: None,
             }],
             shard: None,
         })

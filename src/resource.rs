@@ -26,28 +26,38 @@ pub enum Resource {
     /// The application's metadata: measured, and the reference source of the sweeps.
     #[serde(rename = "mongodb")]
     MongoDb,
+    /// The application's documents, expired with everything that hangs off them (a
+    /// document's file, vectors and cache keys, then the document): opt-in.
+    Documents,
 }
 
 impl Resource {
-    /// Every store, in loop order.
-    pub const ALL: [Resource; 4] = [
+    /// Every resource, in loop order.
+    pub const ALL: [Resource; 5] = [
         Resource::Redis,
         Resource::Qdrant,
         Resource::S3,
         Resource::MongoDb,
+        Resource::Documents,
     ];
 
-    /// The stores the janitor sweeps.
-    pub const SWEPT: [Resource; 3] = [Resource::Redis, Resource::Qdrant, Resource::S3];
+    /// The resources the janitor sweeps.
+    pub const SWEPT: [Resource; 4] = [
+        Resource::Redis,
+        Resource::Qdrant,
+        Resource::S3,
+        Resource::Documents,
+    ];
 
     /// The label used everywhere: metrics (`resource="s3"`), logs, the CLI, worker names and
-    /// run records: `redis`, `qdrant`, `s3`, `mongodb`.
+    /// run records: `redis`, `qdrant`, `s3`, `mongodb`, `documents`.
     pub fn name(self) -> &'static str {
         match self {
             Resource::Redis => "redis",
             Resource::Qdrant => "qdrant",
             Resource::S3 => "s3",
             Resource::MongoDb => "mongodb",
+            Resource::Documents => "documents",
         }
     }
 
@@ -61,19 +71,26 @@ impl Resource {
     }
 
     /// The seed's `resource_type` of a swept store (`redis_cache`, `qdrant_vectors`,
-    /// `minio_files`); MongoDB has none.
+    /// `minio_files`), and the project's own (`documents`); MongoDB has none.
     pub fn resource_type(self) -> Option<&'static str> {
         match self {
             Resource::Redis => Some("redis_cache"),
             Resource::Qdrant => Some("qdrant_vectors"),
             Resource::S3 => Some("minio_files"),
             Resource::MongoDb => None,
+            Resource::Documents => Some("documents"),
         }
     }
 
-    /// Whether the janitor deletes from this store.
+    /// Whether the janitor deletes from this resource.
     pub fn is_swept(self) -> bool {
         self.resource_type().is_some()
+    }
+
+    /// Whether it is a store the monitor measures against a budget (documents live in
+    /// MongoDB, measured as such).
+    pub fn is_measured(self) -> bool {
+        self != Resource::Documents
     }
 
     /// Parses a seed `resource_type`.
@@ -88,7 +105,7 @@ impl Resource {
         match self {
             Resource::Redis => Duration::from_secs(60),
             Resource::Qdrant => Duration::from_secs(600),
-            Resource::S3 => Duration::from_secs(3600),
+            Resource::S3 | Resource::Documents => Duration::from_secs(3600),
             Resource::MongoDb => Duration::ZERO,
         }
     }
@@ -106,7 +123,7 @@ impl fmt::Display for Resource {
 
 /// A name that is no store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown resource {0:?} (expected redis, qdrant, s3 or mongodb)")]
+#[error("unknown resource {0:?} (expected redis, qdrant, s3, mongodb or documents)")]
 pub struct UnknownResource(pub String);
 
 impl FromStr for Resource {
@@ -122,7 +139,7 @@ impl FromStr for Resource {
 
 /// One value per store, looked up by [`Resource`]. Serialises as `{"redis": .., ...}`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct PerResource<T>([T; 4]);
+pub struct PerResource<T>([T; 5]);
 
 impl<T> PerResource<T> {
     /// A map with `f(resource)` for every store.
@@ -152,7 +169,7 @@ impl<T> std::ops::IndexMut<Resource> for PerResource<T> {
 impl<T: Serialize> Serialize for PerResource<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(4))?;
+        let mut map = s.serialize_map(Some(Resource::ALL.len()))?;
         for (r, v) in self.iter() {
             map.serialize_entry(r.name(), v)?;
         }

@@ -34,6 +34,7 @@ pub async fn readyz(Extract(api): Extract<Api>) -> Response {
         .snapshot
         .all()
         .iter()
+        .filter(|(r, _)| r.is_measured())
         .map(|(r, s)| {
             (
                 r.api_key().to_string(),
@@ -84,6 +85,9 @@ pub async fn prometheus(Extract(api): Extract<Api>) -> Response {
 pub async fn metrics(Extract(api): Extract<Api>) -> Json<Value> {
     let mut out = serde_json::Map::new();
     for (resource, s) in api.ctx.snapshot.all().iter() {
+        if !resource.is_measured() {
+            continue;
+        }
         let u = s.usage.as_ref();
         out.insert(
             resource.api_key().to_string(),
@@ -179,7 +183,7 @@ pub async fn cleanup(
         Some(t) => {
             let r = Resource::from_resource_type(t).ok_or_else(|| {
                 ApiError::Unprocessable(format!(
-                    "unknown resource_type {t:?}: expected null, \"redis_cache\", \"qdrant_vectors\" or \"minio_files\""
+                    "unknown resource_type {t:?}: expected null, \"redis_cache\", \"qdrant_vectors\", \"minio_files\" or \"documents\""
                 ))
             })?;
             if !ctx.swept[r] {

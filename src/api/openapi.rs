@@ -40,7 +40,7 @@ pub fn document() -> Value {
                     "type": "object",
                     "additionalProperties": false,
                     "properties": {
-                        "resource_type": { "enum": [null, "redis_cache", "qdrant_vectors", "minio_files"] },
+                        "resource_type": { "enum": [null, "redis_cache", "qdrant_vectors", "minio_files", "documents"] },
                         "dry_run": { "type": "boolean", "default": false },
                         "priority": { "enum": ["LOW", "MEDIUM", "HIGH", "CRITICAL"] }
                     }

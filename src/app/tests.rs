@@ -39,6 +39,7 @@ impl Sweeper for FakeStore {
             let item = PlannedItem {
                 id: "k".into(),
                 action: Action::Delete,
+                detail: None,
             };
             plan.push(Batch {
                 target: "all".into(),

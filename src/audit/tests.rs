@@ -11,10 +11,12 @@ fn batch() -> Batch {
             PlannedItem {
                 id: "doc_segments:1".into(),
                 action: Action::Delete,
+                detail: None,
             },
             PlannedItem {
                 id: "doc_segments:2".into(),
                 action: Action::Expire(3600),
+                detail: None,
             },
         ],
         shard: None,

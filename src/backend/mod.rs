@@ -6,6 +6,7 @@
 //! counts. Every request runs under the configured backend timeout, so a hung server
 //! degrades its own loop and nothing else.
 
+pub mod documents;
 pub mod mongo;
 pub mod qdrant;
 pub mod redis;
@@ -104,13 +105,14 @@ impl Backends {
         })
     }
 
-    /// Whether `resource`'s backend is configured.
+    /// Whether `resource`'s backend is configured (documents are no backend of their own).
     pub fn configured(&self, resource: Resource) -> bool {
         match resource {
             Resource::Redis => self.redis.is_some(),
             Resource::Qdrant => self.qdrant.is_some(),
             Resource::S3 => self.s3.is_some(),
             Resource::MongoDb => self.mongo.is_some(),
+            Resource::Documents => false,
         }
     }
 
@@ -158,6 +160,24 @@ impl Backends {
                 self.mongo.clone(),
                 settings.s3_sweep.clone(),
                 Some(metrics.clone()),
+            )));
+        }
+        if let (Some(mongo), true) = (&self.mongo, settings.documents.enabled) {
+            let collections = settings
+                .qdrant_sweep
+                .collections
+                .iter()
+                .map(|(c, _)| c.clone())
+                .collect();
+            let dependents = documents::Dependents {
+                s3: self.s3.clone(),
+                qdrant: self.qdrant.clone().map(|q| (q, collections)),
+                redis: self.redis.clone(),
+            };
+            sweepers.push(Arc::new(documents::DocumentsSweeper::new(
+                mongo.clone(),
+                dependents,
+                settings.documents.clone(),
             )));
         }
         sweepers

@@ -20,6 +20,27 @@ const NAMESPACE_NOT_FOUND: i32 = 26;
 /// MongoDB's `DuplicateKey`: a unique index refused the write.
 const DUPLICATE_KEY: i32 = 11000;
 
+/// An id as text: ObjectIds as hex, strings as they are, numbers in decimal.
+pub fn id_text(v: &Bson) -> Option<String> {
+    match v {
+        Bson::ObjectId(o) => Some(o.to_hex()),
+        Bson::String(s) => Some(s.clone()),
+        Bson::Int32(n) => Some(n.to_string()),
+        Bson::Int64(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The forms a document id given as text may be stored in: the string, and the ObjectId
+/// when it is 24 hex digits.
+pub fn id_forms(id: &str) -> Vec<Bson> {
+    let mut forms = vec![Bson::String(id.to_string())];
+    if let Ok(oid) = mongodb::bson::oid::ObjectId::parse_str(id) {
+        forms.push(Bson::ObjectId(oid));
+    }
+    forms
+}
+
 /// The error says the collection does not exist (told by its code, never its text).
 pub fn is_namespace_missing(e: &mongodb::error::Error) -> bool {
     matches!(&*e.kind, ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND)
@@ -58,6 +79,11 @@ impl Mongo {
         })
     }
 
+    /// The timeout of one request.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The database, for reference checks.
     pub fn database(&self) -> &mongodb::Database {
         &self.db
@@ -72,7 +98,21 @@ impl Mongo {
         keys: &[String],
     ) -> Result<HashSet<String>, BackendError> {
         let values = keys.iter().map(|k| Bson::String(k.clone())).collect();
-        self.matching(collection, fields, keys, values).await
+        self.matching(collection, fields, keys, values, &[]).await
+    }
+
+    /// Which of `keys` a document of `collection` other than the documents `excluding` (their
+    /// `_id`s) references in any of `fields`: one query.
+    pub async fn referenced_by_others(
+        &self,
+        collection: &str,
+        fields: &[String],
+        keys: &[String],
+        excluding: &[Bson],
+    ) -> Result<HashSet<String>, BackendError> {
+        let values = keys.iter().map(|k| Bson::String(k.clone())).collect();
+        self.matching(collection, fields, keys, values, excluding)
+            .await
     }
 
     /// Which of the document ids `ids` exist as `field` in `collection`. An id is looked up
@@ -95,7 +135,7 @@ impl Mongo {
                 values.push(Bson::Double(n as f64));
             }
         }
-        self.matching(collection, &[field.to_string()], ids, values)
+        self.matching(collection, &[field.to_string()], ids, values, &[])
             .await
     }
 
@@ -107,6 +147,7 @@ impl Mongo {
         fields: &[String],
         wanted: &[String],
         values: Vec<Bson>,
+        excluding: &[Bson],
     ) -> Result<HashSet<String>, BackendError> {
         if wanted.is_empty() {
             return Ok(HashSet::new());
@@ -118,11 +159,14 @@ impl Mongo {
             any.push(doc! { f.as_str(): { "$in": values.clone() } });
             projection.insert(f.as_str(), 1);
         }
-        let filter = if any.len() == 1 {
+        let mut filter = if any.len() == 1 {
             any.remove(0)
         } else {
             doc! { "$or": any }
         };
+        if !excluding.is_empty() {
+            filter.insert("_id", doc! { "$nin": excluding.to_vec() });
+        }
         let coll = self.db.collection::<Document>(collection);
         let found = async {
             let mut cursor = coll.find(filter).projection(projection).await?;
@@ -229,7 +273,7 @@ impl Mongo {
 /// Every string at a dotted path of a document, looking into arrays the way MongoDB's
 /// queries do (`minio_key`, `minio_keys` as an array, `files.key` over an array of files).
 /// ObjectIds read as their hex form and integers as decimal, for document ids.
-fn path_strings(d: &Document, path: &str, out: &mut Vec<String>) {
+pub(crate) fn path_strings(d: &Document, path: &str, out: &mut Vec<String>) {
     let (head, rest) = match path.split_once('.') {
         Some((h, r)) => (h, Some(r)),
         None => (path, None),

@@ -8,6 +8,7 @@
 //! which `main` prints on one line before exiting with 78 (EX_CONFIG).
 
 mod dedup;
+mod documents;
 mod ops;
 mod policy;
 mod reader;
@@ -25,6 +26,7 @@ use figment::value::Value;
 /// Thresholds live with the resource types; re-exported where settings are read.
 pub use crate::resource::Thresholds;
 pub use dedup::*;
+pub use documents::*;
 pub use ops::*;
 pub use policy::{Policy, PolicyAction};
 pub use settings::*;

@@ -50,6 +50,8 @@ pub struct Settings {
     pub s3_sweep: super::sweepers::S3Sweep,
     /// The Qdrant sweeper.
     pub qdrant_sweep: super::sweepers::QdrantSweep,
+    /// The document lifecycle.
+    pub documents: super::documents::DocumentsSweep,
     /// The SHA-256 dedup index.
     pub dedup: super::dedup::Dedup,
     /// The alert webhook.
@@ -400,6 +402,12 @@ impl Settings {
         }
 
         let redis_ttl = retention.ttl(Resource::Redis);
+        let s3_sweep = super::sweepers::s3_sweep(&r, allow_short_ttl)?;
+        let documents = super::documents::documents(&r, retention.ttl(Resource::S3), &s3_sweep)?;
+        // documents are the application's data: no shorter TTL under pressure
+        retention.ttl[Resource::Documents] = Some(documents.ttl);
+        retention.pressure_ttl[Resource::Documents] = Some(documents.ttl);
+        sweep[Resource::Documents] = Some(documents.interval);
         Ok(Settings {
             retention,
             intervals: Intervals {
@@ -418,7 +426,8 @@ impl Settings {
             log_format,
             shutdown_timeout,
             redis_sweep: super::sweepers::redis_sweep(&r, redis_ttl, allow_short_ttl)?,
-            s3_sweep: super::sweepers::s3_sweep(&r, allow_short_ttl)?,
+            documents,
+            s3_sweep,
             qdrant_sweep: super::sweepers::qdrant_sweep(&r, allow_short_ttl)?,
             dedup: super::dedup::dedup(&r)?,
             alerts: super::ops::alerts(&r)?,

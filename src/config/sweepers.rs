@@ -44,7 +44,7 @@ pub fn normalise_prefix(prefix: &str) -> String {
     }
 }
 
-fn list(r: &Reader<'_>, name: &str) -> Vec<String> {
+pub(super) fn list(r: &Reader<'_>, name: &str) -> Vec<String> {
     r.text(name)
         .split(',')
         .map(str::trim)

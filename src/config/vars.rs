@@ -275,6 +275,81 @@ pub const VARS: &[Var] = &[
         "The monitor reuses a whole-bucket listing (its own or the sweep's) this long; 0 lists every cycle.",
     ),
     var(
+        "JANITOR_DOCUMENTS_EXPIRE",
+        "false",
+        "Expire the application's documents with their file, vectors and cache keys (opt-in).",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_TTL_DAYS",
+        "",
+        "Age of a document before it expires (days, by its created field); default FILES_TTL_DAYS.",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_INTERVAL_SECONDS",
+        "86400",
+        "Interval of the document expiry timer.",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_COLLECTION",
+        "",
+        "MongoDB collection of the documents; default JANITOR_S3_REF_COLLECTION.",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_KEY_FIELDS",
+        "",
+        "Fields holding a document's object key(s), comma-separated; default JANITOR_S3_REF_FIELDS.",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_CREATED_FIELD",
+        "created_at",
+        "Field holding a document's creation time (a Date, or epoch seconds or milliseconds).",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_STATUS_FIELD",
+        "status",
+        "Field holding a document's processing status.",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_FINAL_STATUSES",
+        "ready,failed",
+        "Statuses a document may expire in, comma-separated (others are in flight).",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_SESSIONS_COLLECTION",
+        "chat_sessions",
+        "Collection of chat sessions that hold documents.",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_SESSION_FIELD",
+        "attached_file_ids",
+        "Session field listing the ids of the documents it holds (ObjectId or string).",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_SESSION_ACTIVITY_FIELD",
+        "updated_at",
+        "Session field holding its last activity (a Date).",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_ACTIVITY_WINDOW_DAYS",
+        "",
+        "A session active within this many days keeps its documents; default the documents TTL.",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_QDRANT_FIELD",
+        "document_id",
+        "Payload field holding a point's document id (the document's id as a string).",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_REDIS_KEYS",
+        "doc_segments:{document_id}*",
+        "Redis key templates of a document's cache keys, comma-separated; each has a fixed prefix before {document_id}.",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_MARK_FIELD",
+        "",
+        "Field set to the time on a document before its cascade starts (the app can hide it); empty: no mark.",
+    ),
+    var(
         "JANITOR_S3_ALLOW_EMPTY_REFERENCES",
         "false",
         "Sweep even when the reference collection is empty or missing (otherwise refused as misconfiguration).",

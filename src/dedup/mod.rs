@@ -14,12 +14,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use mongodb::bson::{Bson, Document, doc, oid::ObjectId};
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 use serde::Serialize;
 
-use crate::backend::mongo::{Mongo, is_duplicate_key, is_namespace_missing};
+use crate::backend::mongo::{Mongo, id_forms, id_text, is_duplicate_key, is_namespace_missing};
 use crate::config::{Dedup, RegisterMode};
 
 /// Duplicate groups listed when they block the index.
@@ -92,26 +92,6 @@ pub struct DedupIndex {
     settings: Dedup,
     timeout: Duration,
     status: Mutex<IndexStatus>,
-}
-
-/// An id as text: ObjectIds as hex, strings as they are, numbers in decimal.
-fn id_text(v: &Bson) -> Option<String> {
-    match v {
-        Bson::ObjectId(o) => Some(o.to_hex()),
-        Bson::String(s) => Some(s.clone()),
-        Bson::Int32(n) => Some(n.to_string()),
-        Bson::Int64(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// The forms a document id given as text may be stored in.
-fn id_forms(id: &str) -> Vec<Bson> {
-    let mut forms = vec![Bson::String(id.to_string())];
-    if let Ok(oid) = ObjectId::parse_str(id) {
-        forms.push(Bson::ObjectId(oid));
-    }
-    forms
 }
 
 /// `{a: {b: value}}` for the dotted path `a.b`.

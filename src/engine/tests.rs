@@ -53,6 +53,7 @@ impl Sweep for Fake {
                     .map(|i| PlannedItem {
                         id: format!("k{b}-{i}"),
                         action: Action::Delete,
+                        detail: None,
                     })
                     .collect(),
                 shard: None,

@@ -8,6 +8,7 @@ mod daemon;
 mod daemon_runs;
 mod dedup;
 mod deploy;
+mod documents;
 mod ops;
 mod qdrant_sweep;
 mod redis_cluster;

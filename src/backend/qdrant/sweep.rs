@@ -541,6 +541,7 @@ fn push(
             .map(|id| PlannedItem {
                 id,
                 action: Action::Delete,
+                detail: None,
             })
             .collect(),
         shard: None,

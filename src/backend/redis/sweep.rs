@@ -312,6 +312,7 @@ impl RedisSweeper {
                             items.push(PlannedItem {
                                 id: escape(key),
                                 action,
+                                detail: None,
                             });
                         }
                     }

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 
 use super::{BackendError, timed};
 use crate::config::S3Conn;
@@ -150,6 +151,34 @@ impl S3 {
             }
         });
         rx
+    }
+
+    /// One DeleteObjects request (at most 1000 keys, quiet); returns the keys the server
+    /// reported as failed.
+    pub async fn delete_objects(&self, keys: &[String]) -> Result<Vec<String>, BackendError> {
+        debug_assert!(keys.len() <= 1000);
+        let objects = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BackendError::request(NAME, e))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| BackendError::request(NAME, e))?;
+        let request = self
+            .client()
+            .delete_objects()
+            .bucket(self.bucket())
+            .delete(delete)
+            .send();
+        let out = timed(NAME, self.timeout(), request).await?;
+        Ok(out
+            .errors()
+            .iter()
+            .filter_map(|e| e.key().map(str::to_owned))
+            .collect())
     }
 
     /// `HeadBucket`.

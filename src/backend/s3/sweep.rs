@@ -24,8 +24,6 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-
 use super::dangling::DanglingMerge;
 use super::{Listing, S3};
 use crate::backend::BackendError;
@@ -294,6 +292,7 @@ impl S3Sweeper {
                 .map(|id| PlannedItem {
                     id,
                     action: Action::Delete,
+                    detail: None,
                 }),
         );
         let planned = (ready.len() - before) as u64;
@@ -344,7 +343,7 @@ impl S3Sweeper {
                         () = ctx.cancel.cancelled() => break,
                     }
                 }
-                let failed = self.delete_objects(&pending).await?;
+                let failed = self.s3.delete_objects(&pending).await?;
                 applied.deleted += (pending.len() - failed.len()) as u64;
                 pending = failed;
                 if pending.is_empty() {
@@ -376,34 +375,6 @@ impl S3Sweeper {
             }
             .into()),
         }
-    }
-
-    /// One DeleteObjects request; returns the keys the server reported as failed.
-    async fn delete_objects(&self, keys: &[String]) -> Result<Vec<String>, SweepError> {
-        debug_assert!(keys.len() <= DELETE_OBJECTS_MAX);
-        let objects = keys
-            .iter()
-            .map(|k| ObjectIdentifier::builder().key(k).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| BackendError::request(NAME, e))?;
-        let delete = Delete::builder()
-            .set_objects(Some(objects))
-            .quiet(true)
-            .build()
-            .map_err(|e| BackendError::request(NAME, e))?;
-        let request = self
-            .s3
-            .client()
-            .delete_objects()
-            .bucket(self.s3.bucket())
-            .delete(delete)
-            .send();
-        let out = crate::backend::timed(NAME, self.s3.timeout(), request).await?;
-        Ok(out
-            .errors()
-            .iter()
-            .filter_map(|e| e.key().map(str::to_owned))
-            .collect())
     }
 }
 

@@ -1,0 +1,204 @@
+//! What hangs off a document, in the other stores: its cache keys in Redis and its points
+//! in Qdrant, found and deleted for a set of documents at once (never one round trip per
+//! document where a batch exists).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use qdrant_client::qdrant::{
+    Condition, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, FieldType, Filter,
+    value::Kind,
+};
+
+use crate::backend::BackendError;
+use crate::backend::qdrant::Qdrant;
+use crate::backend::redis::Redis;
+use crate::backend::redis::keys::{escape, glob_match, unescape};
+use crate::backend::timed;
+use crate::config::KeyTemplate;
+
+/// A document's cache keys, by the server holding them (`""` outside a cluster).
+pub type Keys = BTreeMap<String, Vec<String>>;
+
+/// Keys SCAN returns per call.
+const SCAN_COUNT: u64 = 1000;
+/// Points read per scroll page.
+const SCROLL_PAGE: u32 = 1000;
+
+/// The cache keys of the documents `ids`: one SCAN pass per template over its fixed prefix
+/// on every server, each key's id part matched against `ids` in memory (one SCAN per
+/// document would walk the keyspace thousands of times, and a per-document MATCH would
+/// have to escape glob characters in ids).
+pub async fn redis_keys(
+    redis: &Redis,
+    templates: &[KeyTemplate],
+    ids: &HashSet<String>,
+) -> Result<HashMap<String, Keys>, BackendError> {
+    let mut found: HashMap<String, Keys> = HashMap::new();
+    let lengths: HashSet<usize> = ids.iter().map(String::len).collect();
+    if ids.is_empty() {
+        return Ok(found);
+    }
+    for shard in redis.shards().await? {
+        let addr = shard.shard().unwrap_or_default().to_string();
+        let mut con = shard.connection().await?;
+        for t in templates {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{}*", t.prefix))
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT);
+                let (next, keys): (u64, Vec<Vec<u8>>) =
+                    timed("redis", shard.timeout(), scan.query_async(&mut con)).await?;
+                for key in keys {
+                    let Some(rest) = key.strip_prefix(t.prefix.as_bytes()) else {
+                        continue;
+                    };
+                    for &len in &lengths {
+                        let (Some(id), Some(tail)) = (rest.get(..len), rest.get(len..)) else {
+                            continue;
+                        };
+                        let Ok(id) = std::str::from_utf8(id) else {
+                            continue;
+                        };
+                        if ids.contains(id) && glob_match(t.suffix.as_bytes(), tail) {
+                            found
+                                .entry(id.to_string())
+                                .or_default()
+                                .entry(addr.clone())
+                                .or_default()
+                                .push(escape(&key));
+                            break;
+                        }
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+    }
+    for keys in found.values_mut().flat_map(|k| k.values_mut()) {
+        keys.sort();
+        keys.dedup();
+    }
+    Ok(found)
+}
+
+/// UNLINKs `keys` (escaped, by server); returns how many existed.
+pub async fn unlink(redis: &Redis, keys: &Keys) -> Result<u64, BackendError> {
+    let mut unlinked = 0;
+    if keys.values().all(Vec::is_empty) {
+        return Ok(0);
+    }
+    let shards = redis.shards().await?;
+    for (addr, keys) in keys.iter().filter(|(_, k)| !k.is_empty()) {
+        let shard = shards
+            .iter()
+            .find(|s| s.shard().unwrap_or_default() == addr)
+            .ok_or_else(|| {
+                BackendError::request("redis", format!("server {addr} is not a primary any more"))
+            })?;
+        let mut con = shard.connection().await?;
+        for chunk in keys.chunks(1000) {
+            let mut cmd = redis::cmd("UNLINK");
+            for k in chunk {
+                let key = unescape(k).ok_or_else(|| {
+                    BackendError::request("redis", format!("unreadable key in plan: {k}"))
+                })?;
+                cmd.arg(key);
+            }
+            let n: u64 = timed("redis", shard.timeout(), cmd.query_async(&mut con)).await?;
+            unlinked += n;
+        }
+    }
+    Ok(unlinked)
+}
+
+fn belonging_to(field: &str, ids: &[String]) -> Filter {
+    Filter::must([Condition::matches(field, ids.to_vec())])
+}
+
+/// Points per document of `ids` in `collections` (the payload `field` holds the id).
+pub async fn points(
+    qdrant: &Qdrant,
+    collections: &[String],
+    field: &str,
+    ids: &[String],
+) -> Result<HashMap<String, u64>, BackendError> {
+    let mut counts = HashMap::new();
+    if ids.is_empty() {
+        return Ok(counts);
+    }
+    let filter = belonging_to(field, ids);
+    for c in collections {
+        let mut offset = None;
+        loop {
+            let page = qdrant
+                .scroll(c, &filter, &[field], SCROLL_PAGE, offset)
+                .await;
+            let (points, next) = match page {
+                Ok(page) => page,
+                // a collection deleted meanwhile holds no point
+                Err(BackendError::NotFound { .. }) => break,
+                Err(e) => return Err(e),
+            };
+            for p in points {
+                if let Some(Kind::StringValue(id)) =
+                    p.payload.get(field).and_then(|v| v.kind.clone())
+                {
+                    *counts.entry(id).or_insert(0) += 1;
+                }
+            }
+            match next {
+                Some(n) => offset = Some(n),
+                None => break,
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// Deletes the points of documents `ids` from `collections` by a filter on `field` (a
+/// keyword index on it is created first where missing); returns the documents that still
+/// have points afterwards (written meanwhile).
+pub async fn delete_points(
+    qdrant: &Qdrant,
+    collections: &[String],
+    field: &str,
+    ids: &[String],
+) -> Result<HashSet<String>, BackendError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let filter = belonging_to(field, ids);
+    for c in collections {
+        let info = match qdrant.info(c).await {
+            Ok(info) => info,
+            Err(BackendError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if !info.payload_schema.contains_key(field) {
+            qdrant
+                .call(|| {
+                    let req = CreateFieldIndexCollectionBuilder::new(c, field, FieldType::Keyword)
+                        .wait(true);
+                    qdrant.client().create_field_index(req)
+                })
+                .await?;
+        }
+        qdrant
+            .call(|| {
+                let req = DeletePointsBuilder::new(c)
+                    .points(filter.clone())
+                    .wait(true);
+                qdrant.client().delete_points(req)
+            })
+            .await?;
+    }
+    let left = points(qdrant, collections, field, ids).await?;
+    Ok(left.into_keys().collect())
+}

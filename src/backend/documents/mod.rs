@@ -1,0 +1,360 @@
+//! The document lifecycle: the application's old documents leave with everything that hangs
+//! off them.
+//!
+//! A document expires when it is older than the documents TTL, its status is final, and no
+//! chat session active within the activity window holds it. Its cascade deletes the
+//! dependents first and the document last: its object(s) in S3 (unless another document
+//! still references one: dedup), its points in Qdrant (by a filter on the payload's document
+//! id), its Redis cache keys (found by one SCAN per key template), then the document.
+//!
+//! Crash-safe: every step is idempotent, and a document is deleted only once all its
+//! dependents are confirmed gone, so a document whose dependents are half gone is still
+//! there, still expired, and selected again by the next pass. Fail closed: any error of the
+//! session lookup, the document query or a reference check stops the pass before it
+//! deletes anything more (`failed_closed`, naming the step).
+
+mod cascade;
+mod select;
+
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use super::BackendError;
+use super::mongo::Mongo;
+use super::qdrant::Qdrant;
+use super::redis::Redis;
+use super::s3::S3;
+use super::sweep::{Applied, Sweep, SweepContext, SweepError};
+use crate::config::DocumentsSweep;
+use crate::plan::{Action, Batch, Plan, PlannedItem};
+use crate::resource::Resource;
+
+/// Documents per batch (one audit record, one query per step per store).
+const BATCH_DOCS: usize = 200;
+
+/// The stores a document's dependents live in, as configured.
+#[derive(Clone, Default)]
+pub struct Dependents {
+    /// Files.
+    pub s3: Option<S3>,
+    /// Vectors, and the collections to look in (empty: every collection).
+    pub qdrant: Option<(Qdrant, Vec<String>)>,
+    /// Cache keys.
+    pub redis: Option<Redis>,
+}
+
+/// The document lifecycle's sweeper.
+pub struct DocumentsSweeper {
+    mongo: Mongo,
+    dependents: Dependents,
+    settings: DocumentsSweep,
+}
+
+/// One pass, from its plan to its finish.
+pub struct DocumentsRun {
+    /// Sessions active since then hold their documents.
+    active_since: SystemTime,
+    /// The Qdrant collections the pass looked in.
+    collections: Vec<String>,
+}
+
+/// What goes with a document, as planned (the audit log's `detail` of each item).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Detail {
+    objects: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    kept_objects: Vec<String>,
+    points: u64,
+    #[serde(default)]
+    redis_keys: cascade::Keys,
+}
+
+fn step(name: &'static str) -> impl Fn(BackendError) -> SweepError {
+    move |e| SweepError::ReferenceUnavailable(format!("{name}: {e}"))
+}
+
+impl DocumentsSweeper {
+    /// A sweeper over the documents in `mongo`, deleting their dependents in `dependents`.
+    pub fn new(mongo: Mongo, dependents: Dependents, settings: DocumentsSweep) -> Self {
+        Self {
+            mongo,
+            dependents,
+            settings,
+        }
+    }
+
+    async fn collections(&self) -> Result<Vec<String>, SweepError> {
+        match &self.dependents.qdrant {
+            None => Ok(Vec::new()),
+            Some((_, named)) if !named.is_empty() => Ok(named.clone()),
+            Some((q, _)) => Ok(q.collections().await?),
+        }
+    }
+
+    async fn plan_inner(&self, ctx: &SweepContext) -> Result<(Plan, DocumentsRun), SweepError> {
+        let s = &self.settings;
+        let mut plan = ctx.new_plan(Resource::Documents)?;
+        let cutoff = ctx
+            .now
+            .checked_sub(ctx.ttl)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let active_since = ctx
+            .now
+            .checked_sub(s.activity_window)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        plan.store_items = self
+            .mongo
+            .document_count(&s.collection)
+            .await
+            .map_err(step("counting documents"))?;
+        let held = select::held(&self.mongo, s, active_since, None)
+            .await
+            .map_err(step("session lookup"))?;
+        let limit = ctx.cap.planning_limit();
+        let mut expired = select::expired(&self.mongo, s, cutoff, &held, limit)
+            .await
+            .map_err(step("document query"))?;
+        if expired.len() as u64 > limit {
+            plan.notes.push(format!(
+                "planning stopped at {} documents: above the cap",
+                expired.len()
+            ));
+        }
+        if self.dependents.s3.is_none() && expired.iter().any(|d| !d.objects.is_empty()) {
+            return Err(SweepError::Refused(
+                "expired documents reference objects but S3 is not configured: their files would be left behind".into(),
+            ));
+        }
+        expired.truncate(usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX));
+        let ids: HashSet<String> = expired.iter().map(|d| d.id.clone()).collect();
+        let mut keys = match &self.dependents.redis {
+            Some(redis) => cascade::redis_keys(redis, &s.redis_keys, &ids).await?,
+            None => HashMap::new(),
+        };
+        let collections = self.collections().await?;
+        let reason = format!(
+            "created before {}, status {}, in no session active since {}",
+            humantime::format_rfc3339_seconds(cutoff),
+            s.final_statuses.join("/"),
+            humantime::format_rfc3339_seconds(active_since)
+        );
+        let (mut objects, mut points, mut cache_keys) = (0u64, 0u64, 0u64);
+        for chunk in expired.chunks(BATCH_DOCS) {
+            let ids: Vec<String> = chunk.iter().map(|d| d.id.clone()).collect();
+            let all: Vec<String> = chunk.iter().flat_map(|d| d.objects.clone()).collect();
+            let shared = self
+                .mongo
+                .referenced_by_others(&s.collection, &s.key_fields, &all, &select::id_values(&ids))
+                .await
+                .map_err(step("reference check"))?;
+            let counts = match &self.dependents.qdrant {
+                Some((q, _)) => cascade::points(q, &collections, &s.qdrant_field, &ids).await?,
+                None => HashMap::new(),
+            };
+            let mut items = Vec::with_capacity(chunk.len());
+            for d in chunk {
+                let (kept, go): (Vec<String>, Vec<String>) =
+                    d.objects.iter().cloned().partition(|o| shared.contains(o));
+                let detail = Detail {
+                    objects: go,
+                    kept_objects: kept,
+                    points: counts.get(&d.id).copied().unwrap_or(0),
+                    redis_keys: keys.remove(&d.id).unwrap_or_default(),
+                };
+                objects += detail.objects.len() as u64;
+                points += detail.points;
+                cache_keys += detail
+                    .redis_keys
+                    .values()
+                    .map(|k| k.len() as u64)
+                    .sum::<u64>();
+                items.push(PlannedItem {
+                    id: d.id.clone(),
+                    action: Action::Delete,
+                    detail: Some(json!(detail)),
+                });
+            }
+            plan.push(Batch {
+                target: s.collection.clone(),
+                reason: reason.clone(),
+                items,
+                shard: None,
+            })
+            .map_err(SweepError::spool)?;
+        }
+        plan.notes.push(format!(
+            "{} documents expired with {objects} objects, {points} points and {cache_keys} cache keys; {} documents held by sessions active since {}",
+            expired.len(),
+            held.len(),
+            humantime::format_rfc3339_seconds(active_since)
+        ));
+        Ok((
+            plan,
+            DocumentsRun {
+                active_since,
+                collections,
+            },
+        ))
+    }
+
+    async fn apply_inner(
+        &self,
+        run: &DocumentsRun,
+        batch: &Batch,
+        ctx: &SweepContext,
+    ) -> Result<Applied, SweepError> {
+        let s = &self.settings;
+        let ids: Vec<String> = batch.items.iter().map(|i| i.id.clone()).collect();
+        // fail closed: a session that picked a document up since planning keeps it
+        let held = select::held(&self.mongo, s, run.active_since, Some(&ids))
+            .await
+            .map_err(step("session re-check"))?;
+        let (skipped, go): (Vec<&PlannedItem>, Vec<&PlannedItem>) =
+            batch.items.iter().partition(|i| held.contains(&i.id));
+        let go_ids: Vec<String> = go.iter().map(|i| i.id.clone()).collect();
+        let details: Vec<Detail> = go
+            .iter()
+            .map(|i| {
+                i.detail
+                    .clone()
+                    .and_then(|d| serde_json::from_value(d).ok())
+                    .unwrap_or_default()
+            })
+            .collect();
+        select::mark(&self.mongo, s, &go_ids, Some(ctx.now))
+            .await
+            .map_err(step("marking"))?;
+        let objects: Vec<String> = details.iter().flat_map(|d| d.objects.clone()).collect();
+        let shared = self
+            .mongo
+            .referenced_by_others(
+                &s.collection,
+                &s.key_fields,
+                &objects,
+                &select::id_values(&go_ids),
+            )
+            .await
+            .map_err(step("reference re-check"))?;
+
+        // the dependents, then the documents
+        let mut applied = Applied {
+            skipped: skipped.iter().map(|i| i.id.clone()).collect(),
+            ..Applied::default()
+        };
+        let mut failed: HashSet<String> = HashSet::new();
+        let dependents = self
+            .delete_dependents(run, &go_ids, &details, &shared)
+            .await;
+        let (gone_objects, gone_points, gone_keys) = match dependents {
+            Ok((not_gone, counts)) => {
+                failed.extend(not_gone);
+                counts
+            }
+            Err(e) => {
+                // the documents stay: the next pass selects them again and finishes
+                applied.failed = go_ids;
+                applied.interrupted = Some(e);
+                return Ok(applied);
+            }
+        };
+        let confirmed: Vec<String> = go_ids
+            .iter()
+            .filter(|id| !failed.contains(*id))
+            .cloned()
+            .collect();
+        match select::delete(&self.mongo, s, &confirmed).await {
+            Ok(n) => applied.deleted = n,
+            Err(e) => {
+                applied.failed = go_ids;
+                applied.interrupted = Some(step("deleting documents")(e));
+                return Ok(applied);
+            }
+        }
+        applied.failed = failed.into_iter().collect();
+        if let Err(e) = select::mark(&self.mongo, s, &applied.skipped, None).await {
+            applied
+                .notes
+                .push(format!("documents kept by a session stay marked: {e}"));
+        }
+        applied.notes.push(format!(
+            "documents batch: {} documents, {gone_objects} objects, {gone_points} points, {gone_keys} cache keys deleted",
+            applied.deleted
+        ));
+        Ok(applied)
+    }
+
+    /// Deletes the objects (but `shared`), points and keys of the documents `ids`. Returns
+    /// the documents whose dependents are not all confirmed gone, and the counts deleted.
+    async fn delete_dependents(
+        &self,
+        run: &DocumentsRun,
+        ids: &[String],
+        details: &[Detail],
+        shared: &HashSet<String>,
+    ) -> Result<(HashSet<String>, (u64, u64, u64)), SweepError> {
+        let mut not_gone = HashSet::new();
+        let (mut objects, mut points, mut keys) = (0u64, 0u64, 0u64);
+        if let Some(s3) = &self.dependents.s3 {
+            let doomed: Vec<String> = details
+                .iter()
+                .flat_map(|d| d.objects.iter())
+                .filter(|o| !shared.contains(*o))
+                .cloned()
+                .collect();
+            let mut failed_keys = HashSet::new();
+            for chunk in doomed.chunks(1000) {
+                let failed = s3.delete_objects(chunk).await?;
+                objects += (chunk.len() - failed.len()) as u64;
+                failed_keys.extend(failed);
+            }
+            for (id, d) in ids.iter().zip(details) {
+                if d.objects.iter().any(|o| failed_keys.contains(o)) {
+                    not_gone.insert(id.clone());
+                }
+            }
+        }
+        if let Some((q, _)) = &self.dependents.qdrant {
+            let field = &self.settings.qdrant_field;
+            let left = cascade::delete_points(q, &run.collections, field, ids).await?;
+            points = details.iter().map(|d| d.points).sum::<u64>();
+            not_gone.extend(left);
+        }
+        if let Some(redis) = &self.dependents.redis {
+            for d in details {
+                keys += cascade::unlink(redis, &d.redis_keys).await?;
+            }
+        }
+        Ok((not_gone, (objects, points, keys)))
+    }
+}
+
+impl Sweep for DocumentsSweeper {
+    const RESOURCE: Resource = Resource::Documents;
+    type Run = DocumentsRun;
+
+    async fn plan(&self, ctx: &SweepContext) -> Result<(Plan, DocumentsRun), SweepError> {
+        self.plan_inner(ctx).await
+    }
+
+    async fn apply(
+        &self,
+        run: &DocumentsRun,
+        batch: &Batch,
+        ctx: &SweepContext,
+    ) -> Result<Applied, SweepError> {
+        self.apply_inner(run, batch, ctx).await
+    }
+
+    /// Documents still there (a document goes last, once its dependents are gone).
+    async fn unapplied(&self, batch: &Batch) -> Result<Vec<String>, SweepError> {
+        let ids: Vec<String> = batch.items.iter().map(|i| i.id.clone()).collect();
+        let existing = self
+            .mongo
+            .existing_ids(&self.settings.collection, "_id", &ids)
+            .await
+            .map_err(step("recovery check"))?;
+        Ok(ids.into_iter().filter(|id| existing.contains(id)).collect())
+    }
+}
