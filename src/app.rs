@@ -29,6 +29,7 @@ use crate::audit::{AuditError, AuditLog};
 use crate::backend::{BackendError, Backends};
 use crate::config::Settings;
 use crate::dedup::DedupIndex;
+use crate::drift::DriftBoard;
 use crate::engine::Engine;
 use crate::leader::{LeaderHandle, Leadership, LeaseWorker};
 use crate::metrics::Metrics;
@@ -74,6 +75,8 @@ pub struct Janitor {
     pub alerts: Alerts,
     /// The SHA-256 dedup index (needs MongoDB).
     pub dedup: Option<Arc<DedupIndex>>,
+    /// Drift between the stores, as the passes measure it.
+    pub drift: DriftBoard,
     /// Fires at shutdown (the engine stops between batches on it).
     pub cancel: CancellationToken,
 }
@@ -92,13 +95,14 @@ impl Janitor {
         let audit = Arc::new(AuditLog::open(&settings.safety.audit_log)?);
         let metrics = Metrics::new();
         let cancel = CancellationToken::new();
+        let drift = DriftBoard::default();
         let leadership = match (&backends.redis, settings.leader.enabled) {
             (Some(redis), true) => Some(Arc::new(Leadership::new(redis.clone(), &settings.leader))),
             _ => None,
         };
         let mut engine = Engine::new(
             settings.clone(),
-            backends.sweepers(&settings, &metrics),
+            backends.sweepers(&settings, &metrics, &drift),
             audit,
             metrics.clone(),
             cancel.clone(),
@@ -125,6 +129,7 @@ impl Janitor {
             leader: LeaderHandle::new(leadership),
             alerts,
             dedup,
+            drift,
             cancel,
         })
     }
@@ -165,6 +170,7 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
         leader,
         alerts,
         dedup,
+        drift,
         cancel,
     } = janitor;
     let notifier = Arc::new(Notifier::from_env());
@@ -266,6 +272,7 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
         leader: leader.clone(),
         dedup,
         audit: engine.audit().clone(),
+        drift,
         swept,
         started: started.clone(),
     });

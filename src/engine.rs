@@ -165,6 +165,7 @@ impl Engine {
             notes: Vec::new(),
             warnings: Vec::new(),
             sample: Vec::new(),
+            drift: None,
         };
         let plan = match &self.sweepers[req.resource] {
             None => {
@@ -230,6 +231,7 @@ impl Engine {
         record.notes.extend(plan.notes.iter().cloned());
         record.warnings = plan.warnings.clone();
         record.sample = plan.sample().to_vec();
+        record.drift = plan.drift.clone();
         if let Err(e) = ctx.cap.check(plan) {
             record.outcome = Outcome::AbortedCap;
             record.message = Some(e.to_string());

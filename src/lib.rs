@@ -31,6 +31,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod dedup;
+pub mod drift;
 pub mod engine;
 pub mod leader;
 pub mod logging;

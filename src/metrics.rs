@@ -29,6 +29,11 @@ struct RunLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabels {
     worker: String,
     state: String,
@@ -53,6 +58,7 @@ pub struct Metrics {
     queue_size: Gauge,
     queue_running: Gauge,
     queue_dropped: Counter,
+    drift: Family<KindLabel, Gauge>,
     leader: Gauge,
     worker_state: Family<WorkerLabels, Gauge>,
     worker_failures: Family<ResourceLabel, Gauge>,
@@ -106,6 +112,7 @@ impl Metrics {
             queue_size: Gauge::default(),
             queue_running: Gauge::default(),
             queue_dropped: Counter::default(),
+            drift: Family::default(),
             leader: Gauge::default(),
             worker_state: Family::default(),
             worker_failures: Family::default(),
@@ -207,6 +214,11 @@ impl Metrics {
             "janitor_queue_size",
             "Pending cleanup tasks",
             m.queue_size.clone(),
+        );
+        r.register(
+            "janitor_drift_items",
+            "Drift between the stores by kind: orphan_points, orphan_keys, missing_objects, missing_vectors (absent until measured)",
+            m.drift.clone(),
         );
         r.register(
             "janitor_queue_running",
@@ -315,6 +327,25 @@ impl Metrics {
     pub fn set_queue(&self, pending: usize, running: usize) {
         self.queue_size.set(pending as i64);
         self.queue_running.set(running as i64);
+    }
+
+    /// The drift last measured (kinds not checked are left out).
+    pub fn record_drift(&self, drift: &crate::drift::Drift) {
+        for (kind, c) in drift.kinds() {
+            let label = KindLabel {
+                kind: kind.to_string(),
+            };
+            match c.count {
+                Some(n) => {
+                    self.drift
+                        .get_or_create(&label)
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                None => {
+                    self.drift.remove(&label);
+                }
+            }
+        }
     }
 
     /// Tasks dropped from a full queue.

@@ -95,6 +95,8 @@ pub struct Plan {
     /// What the operator must act on: parts of the store the sweep refused to touch
     /// (an unindexed collection too large to scan, a misconfigured field, ...).
     pub warnings: Vec<String>,
+    /// Drift between the stores the pass measured (the document pass).
+    pub drift: Option<crate::drift::Drift>,
     deletions: u64,
     expirations: u64,
     batch_count: usize,
@@ -111,6 +113,7 @@ impl Plan {
             ttl,
             notes: Vec::new(),
             warnings: Vec::new(),
+            drift: None,
             deletions: 0,
             expirations: 0,
             batch_count: 0,

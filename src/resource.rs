@@ -323,7 +323,7 @@ mod tests {
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"redis": 5, "qdrant": 6, "s3": 10, "mongodb": 7})
+            serde_json::json!({"redis": 5, "qdrant": 6, "s3": 10, "mongodb": 7, "documents": 9})
         );
     }
 }

@@ -118,6 +118,9 @@ pub struct RunRecord {
     pub warnings: Vec<String>,
     /// The first planned items.
     pub sample: Vec<PlannedItem>,
+    /// Drift between the stores, with samples (the document pass).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::drift::Drift>,
 }
 
 /// The last [`KEPT_RUNS`] runs, newest first.

@@ -70,6 +70,9 @@ pub async fn prometheus(Extract(api): Extract<Api>) -> Response {
     let ctx = &api.ctx;
     ctx.metrics.record_workers(&ctx.workers.snapshot());
     ctx.metrics.set_leader(ctx.leader.may_sweep());
+    if let Some(drift) = ctx.drift.get() {
+        ctx.metrics.record_drift(&drift);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -102,6 +105,10 @@ pub async fn metrics(Extract(api): Extract<Api>) -> Json<Value> {
                 "measured_at": s.measured_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             }),
         );
+    }
+    // drift between the stores, once a document or S3 pass measured it
+    if let Some(drift) = api.ctx.drift.get() {
+        out.insert("drift".into(), json!(drift));
     }
     Json(Value::Object(out))
 }

@@ -30,6 +30,7 @@ use subtle::ConstantTimeEq;
 use crate::audit::AuditLog;
 use crate::config::Admin;
 use crate::dedup::DedupIndex;
+use crate::drift::DriftBoard;
 use crate::leader::LeaderHandle;
 use crate::metrics::Metrics;
 use crate::resource::PerResource;
@@ -155,6 +156,8 @@ pub struct ApiContext {
     pub dedup: Option<Arc<DedupIndex>>,
     /// The audit log (readiness says when it cannot be written).
     pub audit: Arc<AuditLog>,
+    /// Drift between the stores.
+    pub drift: DriftBoard,
     /// The stores a cleanup can be asked for.
     pub swept: PerResource<bool>,
     /// Set once every worker is started.

@@ -137,7 +137,8 @@ impl Daemon {
             .unwrap(),
         );
         let gates = PerResource::from_fn(|_| Arc::new(Semaphore::new(0)));
-        let sweepers: Vec<Arc<dyn Sweeper>> = Resource::SWEPT
+        let stores = [Resource::Redis, Resource::Qdrant, Resource::S3];
+        let sweepers: Vec<Arc<dyn Sweeper>> = stores
             .into_iter()
             .map(|resource| {
                 let store = FakeStore {
@@ -164,10 +165,11 @@ impl Daemon {
             backends: Backends::default(),
             engine: engine.clone(),
             gauge: gauge.clone(),
-            configured: PerResource::from_fn(Resource::is_swept),
+            configured: PerResource::from_fn(|r| stores.contains(&r)),
             metrics,
             leader: LeaderHandle::default(),
             dedup: None,
+            drift: Default::default(),
             cancel,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

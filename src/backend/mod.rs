@@ -26,6 +26,7 @@ use self::s3::S3;
 use self::s3::sweep::S3Sweeper;
 use self::sweep::Sweeper;
 use crate::config::Settings;
+use crate::drift::DriftBoard;
 use crate::metrics::Metrics;
 use crate::resource::Resource;
 
@@ -136,7 +137,12 @@ impl Backends {
     }
 
     /// The sweepers of the configured backends.
-    pub fn sweepers(&self, settings: &Settings, metrics: &Metrics) -> Vec<Arc<dyn Sweeper>> {
+    pub fn sweepers(
+        &self,
+        settings: &Settings,
+        metrics: &Metrics,
+        drift: &DriftBoard,
+    ) -> Vec<Arc<dyn Sweeper>> {
         let mut sweepers: Vec<Arc<dyn Sweeper>> = Vec::new();
         if let Some(redis) = &self.redis {
             sweepers.push(Arc::new(RedisSweeper::new(
@@ -155,12 +161,15 @@ impl Backends {
             )));
         }
         if let Some(s3) = &self.s3 {
-            sweepers.push(Arc::new(S3Sweeper::new(
-                s3.clone(),
-                self.mongo.clone(),
-                settings.s3_sweep.clone(),
-                Some(metrics.clone()),
-            )));
+            sweepers.push(Arc::new(
+                S3Sweeper::new(
+                    s3.clone(),
+                    self.mongo.clone(),
+                    settings.s3_sweep.clone(),
+                    Some(metrics.clone()),
+                )
+                .with_drift(drift.clone()),
+            ));
         }
         if let (Some(mongo), true) = (&self.mongo, settings.documents.enabled) {
             let collections = settings
@@ -178,6 +187,7 @@ impl Backends {
                 mongo.clone(),
                 dependents,
                 settings.documents.clone(),
+                drift.clone(),
             )));
         }
         sweepers

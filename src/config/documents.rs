@@ -58,12 +58,17 @@ pub struct DocumentsSweep {
     pub redis_keys: Vec<KeyTemplate>,
     /// Field set on a document before its cascade, if any.
     pub mark_field: Option<String>,
+    /// Count drift each pass.
+    pub reconcile: bool,
+    /// Statuses of documents that should have vectors.
+    pub vector_statuses: Vec<String>,
 }
 
 pub(super) fn documents(
     r: &Reader<'_>,
     files_ttl: Duration,
     s3: &S3Sweep,
+    allow_short: bool,
 ) -> Result<DocumentsSweep, ConfigError> {
     const DAY: f64 = 86_400.0;
     let field = |name: &str| -> Result<String, ConfigError> {
@@ -75,8 +80,11 @@ pub(super) fn documents(
         Some(_) => r.duration("JANITOR_DOCUMENTS_TTL_DAYS", DAY)?,
         None => files_ttl,
     };
-    if ttl < Duration::from_secs(3600) {
-        return Err(r.invalid("JANITOR_DOCUMENTS_TTL_DAYS", "at least 1 hour"));
+    if ttl < crate::resource::Resource::Documents.ttl_floor() && !allow_short {
+        return Err(r.invalid(
+            "JANITOR_DOCUMENTS_TTL_DAYS",
+            "at least 1h (the safety floor), or JANITOR_ALLOW_SHORT_TTL=true",
+        ));
     }
     let activity_window = match r.optional("JANITOR_DOCUMENTS_ACTIVITY_WINDOW_DAYS") {
         Some(_) => r.duration("JANITOR_DOCUMENTS_ACTIVITY_WINDOW_DAYS", DAY)?,
@@ -124,6 +132,8 @@ pub(super) fn documents(
             None => None,
             Some(_) => Some(field("JANITOR_DOCUMENTS_MARK_FIELD")?),
         },
+        reconcile: r.boolean("JANITOR_DOCUMENTS_RECONCILE")?,
+        vector_statuses: list(r, "JANITOR_DOCUMENTS_VECTOR_STATUSES"),
     })
 }
 

@@ -403,7 +403,12 @@ impl Settings {
 
         let redis_ttl = retention.ttl(Resource::Redis);
         let s3_sweep = super::sweepers::s3_sweep(&r, allow_short_ttl)?;
-        let documents = super::documents::documents(&r, retention.ttl(Resource::S3), &s3_sweep)?;
+        let documents = super::documents::documents(
+            &r,
+            retention.ttl(Resource::S3),
+            &s3_sweep,
+            allow_short_ttl,
+        )?;
         // documents are the application's data: no shorter TTL under pressure
         retention.ttl[Resource::Documents] = Some(documents.ttl);
         retention.pressure_ttl[Resource::Documents] = Some(documents.ttl);

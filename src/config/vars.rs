@@ -345,6 +345,16 @@ pub const VARS: &[Var] = &[
         "Redis key templates of a document's cache keys, comma-separated; each has a fixed prefix before {document_id}.",
     ),
     var(
+        "JANITOR_DOCUMENTS_RECONCILE",
+        "true",
+        "Each document pass also counts drift: points and cache keys whose document is gone, ready documents without vectors.",
+    ),
+    var(
+        "JANITOR_DOCUMENTS_VECTOR_STATUSES",
+        "ready",
+        "Statuses of documents that should have vectors (drift: documents without any), comma-separated.",
+    ),
+    var(
         "JANITOR_DOCUMENTS_MARK_FIELD",
         "",
         "Field set to the time on a document before its cascade starts (the app can hide it); empty: no mark.",

@@ -308,6 +308,9 @@ fn exported_metrics() -> BTreeSet<String> {
         oldest_age: Some(std::time::Duration::from_secs(1)),
     }]);
     m.record_dedup(1, true);
+    let mut drift = resource_janitor::drift::Drift::default();
+    drift.orphan_points.add(1, ["doc".to_string()]);
+    m.record_drift(&drift);
     let text = m.encode();
     text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -278,6 +278,16 @@ async fn expired_documents_leave_with_their_file_points_and_keys_and_nothing_liv
     w.document("xzy".into(), DAY, "ready", None, 0).await;
     w.session(vec![c.into(), "doc-f".into()], 3600).await;
     w.session(vec![d.into()], 30 * DAY).await;
+    // drift: a point and cache keys of a document that never existed, a ready document
+    // without a vector
+    w.document("doc-novec".into(), DAY, "ready", None, 0).await;
+    w.document("ghost".into(), DAY, "ready", None, 1).await;
+    w.db()
+        .await
+        .collection::<Document>("documents")
+        .delete_one(doc! { "_id": "ghost" })
+        .await
+        .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
@@ -304,12 +314,12 @@ async fn expired_documents_leave_with_their_file_points_and_keys_and_nothing_liv
         .clone()
         .unwrap();
     assert_eq!(g["kept_objects"], serde_json::json!([w.key("shared.pdf")]));
-    assert_eq!(w.documents().await.len(), 10, "a dry run deletes nothing");
+    assert_eq!(w.documents().await.len(), 11, "a dry run deletes nothing");
 
     let (r, _) = run(&janitor, false).await;
     assert_eq!(r.outcome, Outcome::Succeeded, "{r:?}");
     assert_eq!(r.deleted, 5, "{r:?}");
-    let live = set(&[&c.to_hex(), "doc-e", "doc-f", "doc-h", "xzy"]);
+    let live = set(&[&c.to_hex(), "doc-e", "doc-f", "doc-h", "xzy", "doc-novec"]);
     assert_eq!(w.documents().await, live);
     assert_eq!(
         w.objects().await,
@@ -318,11 +328,19 @@ async fn expired_documents_leave_with_their_file_points_and_keys_and_nothing_liv
     );
     assert_eq!(
         w.with_points().await,
-        set(&[&c.to_hex(), "doc-e", "doc-f", "doc-h"])
+        set(&[&c.to_hex(), "doc-e", "doc-f", "doc-h", "ghost"])
     );
     assert_eq!(
         w.with_keys().await,
-        set(&[&c.to_hex(), "doc-e", "doc-f", "doc-h", "xzy"]),
+        set(&[
+            &c.to_hex(),
+            "doc-e",
+            "doc-f",
+            "doc-h",
+            "xzy",
+            "doc-novec",
+            "ghost"
+        ]),
         "x*y's keys went, xzy's stayed"
     );
     // what happened to a document is one grep: its intent lists what went with it
@@ -386,7 +404,7 @@ async fn mongodb_stopped_mid_pass_deletes_nothing_more_and_fails_closed() {
     let janitor = Janitor::new(settings.clone()).await.unwrap();
     let sweeper = janitor
         .backends
-        .sweepers(&settings, &janitor.metrics)
+        .sweepers(&settings, &janitor.metrics, &Default::default())
         .into_iter()
         .find(|s| s.resource() == Resource::Documents)
         .unwrap();

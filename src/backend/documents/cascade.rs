@@ -11,8 +11,8 @@ use qdrant_client::qdrant::{
 
 use crate::backend::BackendError;
 use crate::backend::qdrant::Qdrant;
-use crate::backend::redis::Redis;
 use crate::backend::redis::keys::{escape, glob_match, unescape};
+use crate::backend::redis::{KeyPages, Redis};
 use crate::backend::timed;
 use crate::config::KeyTemplate;
 
@@ -38,46 +38,30 @@ pub async fn redis_keys(
     if ids.is_empty() {
         return Ok(found);
     }
-    for shard in redis.shards().await? {
-        let addr = shard.shard().unwrap_or_default().to_string();
-        let mut con = shard.connection().await?;
-        for t in templates {
-            let mut cursor: u64 = 0;
-            loop {
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{}*", t.prefix))
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT);
-                let (next, keys): (u64, Vec<Vec<u8>>) =
-                    timed("redis", shard.timeout(), scan.query_async(&mut con)).await?;
-                for key in keys {
-                    let Some(rest) = key.strip_prefix(t.prefix.as_bytes()) else {
+    for t in templates {
+        let mut pages = KeyPages::new(redis, format!("{}*", t.prefix), SCAN_COUNT).await?;
+        while let Some((addr, keys)) = pages.next().await? {
+            for key in keys {
+                let Some(rest) = key.strip_prefix(t.prefix.as_bytes()) else {
+                    continue;
+                };
+                for &len in &lengths {
+                    let (Some(id), Some(tail)) = (rest.get(..len), rest.get(len..)) else {
                         continue;
                     };
-                    for &len in &lengths {
-                        let (Some(id), Some(tail)) = (rest.get(..len), rest.get(len..)) else {
-                            continue;
-                        };
-                        let Ok(id) = std::str::from_utf8(id) else {
-                            continue;
-                        };
-                        if ids.contains(id) && glob_match(t.suffix.as_bytes(), tail) {
-                            found
-                                .entry(id.to_string())
-                                .or_default()
-                                .entry(addr.clone())
-                                .or_default()
-                                .push(escape(&key));
-                            break;
-                        }
+                    let Ok(id) = std::str::from_utf8(id) else {
+                        continue;
+                    };
+                    if ids.contains(id) && glob_match(t.suffix.as_bytes(), tail) {
+                        found
+                            .entry(id.to_string())
+                            .or_default()
+                            .entry(addr.clone())
+                            .or_default()
+                            .push(escape(&key));
+                        break;
                     }
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
         }
     }
@@ -134,28 +118,16 @@ pub async fn points(
         return Ok(counts);
     }
     let filter = belonging_to(field, ids);
+    let fields = [field];
     for c in collections {
-        let mut offset = None;
-        loop {
-            let page = qdrant
-                .scroll(c, &filter, &[field], SCROLL_PAGE, offset)
-                .await;
-            let (points, next) = match page {
-                Ok(page) => page,
-                // a collection deleted meanwhile holds no point
-                Err(BackendError::NotFound { .. }) => break,
-                Err(e) => return Err(e),
-            };
+        let mut pages = qdrant.pages(c, &filter, &fields, SCROLL_PAGE);
+        while let Some(points) = pages.next().await? {
             for p in points {
                 if let Some(Kind::StringValue(id)) =
                     p.payload.get(field).and_then(|v| v.kind.clone())
                 {
                     *counts.entry(id).or_insert(0) += 1;
                 }
-            }
-            match next {
-                Some(n) => offset = Some(n),
-                None => break,
             }
         }
     }

@@ -14,6 +14,7 @@
 //! deletes anything more (`failed_closed`, naming the step).
 
 mod cascade;
+mod reconcile;
 mod select;
 
 use std::collections::{HashMap, HashSet};
@@ -28,6 +29,7 @@ use super::redis::Redis;
 use super::s3::S3;
 use super::sweep::{Applied, Sweep, SweepContext, SweepError};
 use crate::config::DocumentsSweep;
+use crate::drift::DriftBoard;
 use crate::plan::{Action, Batch, Plan, PlannedItem};
 use crate::resource::Resource;
 
@@ -50,6 +52,7 @@ pub struct DocumentsSweeper {
     mongo: Mongo,
     dependents: Dependents,
     settings: DocumentsSweep,
+    drift: DriftBoard,
 }
 
 /// One pass, from its plan to its finish.
@@ -76,13 +79,46 @@ fn step(name: &'static str) -> impl Fn(BackendError) -> SweepError {
 }
 
 impl DocumentsSweeper {
-    /// A sweeper over the documents in `mongo`, deleting their dependents in `dependents`.
-    pub fn new(mongo: Mongo, dependents: Dependents, settings: DocumentsSweep) -> Self {
+    /// A sweeper over the documents in `mongo`, deleting their dependents in `dependents`;
+    /// the drift it counts goes on `drift`.
+    pub fn new(
+        mongo: Mongo,
+        dependents: Dependents,
+        settings: DocumentsSweep,
+        drift: DriftBoard,
+    ) -> Self {
         Self {
             mongo,
             dependents,
             settings,
+            drift,
         }
+    }
+
+    /// Counts the drift between the stores into `plan` and onto the board.
+    async fn reconcile(&self, plan: &mut Plan, collections: &[String], now: SystemTime) {
+        let qdrant = self
+            .dependents
+            .qdrant
+            .as_ref()
+            .map(|(q, _)| (q, collections));
+        let redis = self.dependents.redis.as_ref();
+        let mut drift = reconcile::measure(&self.mongo, qdrant, redis, &self.settings, now).await;
+        self.drift.update(|board| {
+            // the S3 pass measures missing objects
+            drift.missing_objects = board.missing_objects.clone();
+            *board = drift.clone();
+        });
+        let counts: Vec<String> = drift
+            .kinds()
+            .iter()
+            .map(|(kind, c)| match c.count {
+                Some(n) => format!("{kind} {n}"),
+                None => format!("{kind} unchecked"),
+            })
+            .collect();
+        plan.notes.push(format!("drift: {}", counts.join(", ")));
+        plan.drift = Some(drift);
     }
 
     async fn collections(&self) -> Result<Vec<String>, SweepError> {
@@ -190,6 +226,9 @@ impl DocumentsSweeper {
             held.len(),
             humantime::format_rfc3339_seconds(active_since)
         ));
+        if s.reconcile {
+            self.reconcile(&mut plan, &collections, ctx.now).await;
+        }
         Ok((
             plan,
             DocumentsRun {

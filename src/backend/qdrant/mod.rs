@@ -33,6 +33,42 @@ pub struct Qdrant {
 
 pub use crate::resource::CollectionStats;
 
+/// See [`Qdrant::pages`].
+pub struct Pages<'a> {
+    qdrant: &'a Qdrant,
+    collection: &'a str,
+    filter: &'a Filter,
+    fields: &'a [&'a str],
+    page: u32,
+    offset: Option<qdrant_client::qdrant::PointId>,
+    done: bool,
+}
+
+impl Pages<'_> {
+    /// The next page of points, or `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<RetrievedPoint>>, BackendError> {
+        if self.done {
+            return Ok(None);
+        }
+        let offset = self.offset.take();
+        let scrolled = self
+            .qdrant
+            .scroll(self.collection, self.filter, self.fields, self.page, offset)
+            .await;
+        let (points, next) = match scrolled {
+            Ok(page) => page,
+            Err(BackendError::NotFound { .. }) => {
+                self.done = true;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        self.done = next.is_none();
+        self.offset = next;
+        Ok(Some(points))
+    }
+}
+
 struct Failure {
     error: BackendError,
     transient: bool,
@@ -190,6 +226,26 @@ impl Qdrant {
             })
             .await?;
         Ok((r.result, r.next_page_offset))
+    }
+
+    /// Every point matching `filter` in `collection`, a scroll page at a time, with the
+    /// payload `fields` only. A collection that does not exist has no page.
+    pub fn pages<'a>(
+        &'a self,
+        collection: &'a str,
+        filter: &'a Filter,
+        fields: &'a [&'a str],
+        page: u32,
+    ) -> Pages<'a> {
+        Pages {
+            qdrant: self,
+            collection,
+            filter,
+            fields,
+            page,
+            offset: None,
+            done: false,
+        }
     }
 
     /// The value of `field` on one point that has it (any point), if one does.

@@ -163,6 +163,61 @@ impl Redis {
     }
 }
 
+/// The keys matching a pattern on every primary, a SCAN page at a time:
+/// `while let Some((server, keys)) = pages.next().await? { ... }`.
+pub struct KeyPages {
+    shards: std::vec::IntoIter<Redis>,
+    current: Option<(Redis, ConnectionManager, u64)>,
+    pattern: String,
+    count: u64,
+}
+
+impl KeyPages {
+    /// Pages of the keys matching `pattern` (a SCAN MATCH glob) on `redis`'s primaries,
+    /// about `count` keys examined per page.
+    pub async fn new(redis: &Redis, pattern: String, count: u64) -> Result<Self, BackendError> {
+        Ok(Self {
+            shards: redis.shards().await?.into_iter(),
+            current: None,
+            pattern,
+            count,
+        })
+    }
+
+    /// The next page: the server it came from (`""` outside a cluster) and its keys.
+    pub async fn next(&mut self) -> Result<Option<(String, Vec<Vec<u8>>)>, BackendError> {
+        loop {
+            let (shard, con, cursor) = match &mut self.current {
+                Some(current) => current,
+                None => {
+                    let Some(shard) = self.shards.next() else {
+                        return Ok(None);
+                    };
+                    let con = shard.connection().await?;
+                    self.current.insert((shard, con, 0))
+                }
+            };
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(*cursor)
+                .arg("MATCH")
+                .arg(&self.pattern)
+                .arg("COUNT")
+                .arg(self.count);
+            let (next, keys): (u64, Vec<Vec<u8>>) =
+                timed(NAME, shard.timeout, scan.query_async(con)).await?;
+            let addr = shard.shard().unwrap_or_default().to_string();
+            if next == 0 {
+                self.current = None;
+            } else {
+                *cursor = next;
+            }
+            if !keys.is_empty() {
+                return Ok(Some((addr, keys)));
+            }
+        }
+    }
+}
+
 /// What a server (or a cluster's primaries together) holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Footprint {

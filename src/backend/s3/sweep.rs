@@ -51,6 +51,8 @@ pub struct S3Sweeper {
     mongo: Option<Mongo>,
     settings: S3Sweep,
     metrics: Option<Metrics>,
+    /// Where documents whose object is missing are reported.
+    drift: Option<crate::drift::DriftBoard>,
 }
 
 /// One S3 run, from its plan to its finish.
@@ -71,7 +73,14 @@ impl S3Sweeper {
             mongo,
             settings,
             metrics,
+            drift: None,
         }
+    }
+
+    /// Reports documents whose object is missing on `drift` too.
+    pub fn with_drift(mut self, drift: crate::drift::DriftBoard) -> Self {
+        self.drift = Some(drift);
+        self
     }
 
     fn mongo(&self) -> Result<&Mongo, SweepError> {
@@ -253,6 +262,11 @@ impl S3Sweeper {
         }
         if let Some(m) = &self.metrics {
             m.record_dangling_references(dangling);
+        }
+        if let (Some(drift), true) = (&self.drift, complete) {
+            let mut missing = crate::drift::DriftCount::counting(ctx.now);
+            missing.add(dangling, examples.iter().cloned());
+            drift.update(|d| d.missing_objects = missing);
         }
         if dangling > 0 {
             examples.truncate(20);
