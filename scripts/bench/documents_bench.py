@@ -87,6 +87,9 @@ class World:
                          "created_at": now - timedelta(days=10 if old else 1)})
         for chunk in range(0, n, 1000):
             self.db.documents.insert_many(docs[chunk:chunk + 1000], ordered=False)
+        # as the application has them: the reference field and the session ids indexed
+        self.db.documents.create_index("minio_key")
+        self.db.chat_sessions.create_index("attached_file_ids")
         live = [d["_id"] for d in docs if d["created_at"] > now - timedelta(days=7)]
         self.db.chat_sessions.insert_many([{"attached_file_ids": live[i::50][:5], "updated_at": now} for i in range(50)])
         with ThreadPoolExecutor(32) as pool:
@@ -130,6 +133,20 @@ class World:
                 for o in page.get("Contents", [])]
         for i in range(0, len(keys), 1000):
             self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+
+
+def server_cpu(state_dir: str) -> dict[str, float]:
+    """CPU seconds each test server has used so far (from /proc), by name."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for name in ("mongo", "garage", "qdrant", "redis"):
+        try:
+            pid = open(os.path.join(state_dir, name, "pid")).read().strip()
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            out[name] = float("nan")
+    return out
 
 
 class Counters:
@@ -181,25 +198,30 @@ def main() -> None:
     small.seed(n // 10)
     print(f"seeded 2 x {n} documents ({expired} expired), each with 1 object, {POINTS} points, {KEYS} keys: {secs:.1f} s + {secs2:.1f} s")
 
+    state = os.path.dirname(os.path.abspath(args.env))
     _, rss_small, _ = sweep_once("documents", small.env(os.path.join(tmp, "small.jsonl")), tmp)
     counters = Counters(svc, jw)
-    before = counters.snapshot()
+    before, cpu = counters.snapshot(), server_cpu(state)
     wall, rss, summary = sweep_once("documents", jw.env(os.path.join(tmp, "audit.jsonl")), tmp)
     janitor_req = Counters.diff(before, counters.snapshot())
+    janitor_cpu = {k: v - cpu[k] for k, v in server_cpu(state).items()}
     janitor_left = jw.left()
 
     counters = Counters(svc, sw)
-    before = counters.snapshot()
+    before, cpu = counters.snapshot(), server_cpu(state)
     started = time.perf_counter()
     seed_loop(sw)
     seed_wall = time.perf_counter() - started
     seed_req = Counters.diff(before, counters.snapshot())
+    seed_cpu = {k: v - cpu[k] for k, v in server_cpu(state).items()}
     seed_left = sw.left()
 
     print(f"\n{'':10} {'wall':>8} {'docs/s':>9} {'per doc':>9}  requests (server-counted)             left of the {expired} expired")
     for name, w, req, left in [("janitor", wall, janitor_req, janitor_left), ("seed loop", seed_wall, seed_req, seed_left)]:
         print(f"{name:10} {w:7.2f}s {expired / w:9.0f} {1000 * w / expired:7.2f}ms  mongodb {req['mongodb']:>6} s3 {req['s3']:>6} redis {req['redis']:>6}"
               f"   docs {left['documents']} objects {left['objects']} points {left['points']} keys {left['keys']}")
+    for name, cpu in [("janitor", janitor_cpu), ("seed loop", seed_cpu)]:
+        print(f"server CPU during {name}: " + ", ".join(f"{k} {v:.2f} s" for k, v in cpu.items()))
     print(f"\njanitor / seed loop: {seed_wall / wall:.1f}x the documents per second, with the full cascade")
     print(f"janitor peak RSS: {rss_small / 1024:.1f} MB at {n // 10} documents, {rss / 1024:.1f} MB at {n}")
     print(f"janitor: {summary}")

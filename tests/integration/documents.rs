@@ -350,7 +350,21 @@ async fn expired_documents_leave_with_their_file_points_and_keys_and_nothing_liv
         .flat_map(|b| b["items"].as_array().unwrap())
         .find(|i| i["id"] == a.to_hex().as_str())
         .unwrap();
-    assert_eq!(a_line["detail"]["points"], 3);
+    assert_eq!(
+        a_line["detail"]["objects"],
+        serde_json::json!([w.key("a.pdf")])
+    );
+    assert_eq!(
+        a_line["detail"]["redis_keys"][""].as_array().unwrap().len(),
+        2
+    );
+    assert!(
+        r.notes.iter().any(|n| n.starts_with(
+            "documents batch: 5 documents, 3 objects, 7 points, 10 cache keys deleted"
+        )),
+        "{:?}",
+        r.notes
+    );
     // a second pass finds nothing more
     let (again, _) = run(&janitor, false).await;
     assert_eq!(

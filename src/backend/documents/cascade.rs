@@ -135,17 +135,19 @@ pub async fn points(
 }
 
 /// Deletes the points of documents `ids` from `collections` by a filter on `field` (a
-/// keyword index on it is created first where missing); returns the documents that still
-/// have points afterwards (written meanwhile).
+/// keyword index on it is created first where missing); returns how many were deleted
+/// (exact counts before and after) and the documents that still have points afterwards
+/// (written meanwhile).
 pub async fn delete_points(
     qdrant: &Qdrant,
     collections: &[String],
     field: &str,
     ids: &[String],
-) -> Result<HashSet<String>, BackendError> {
+) -> Result<(u64, HashSet<String>), BackendError> {
     if ids.is_empty() {
-        return Ok(HashSet::new());
+        return Ok((0, HashSet::new()));
     }
+    let (mut deleted, mut any_left) = (0, false);
     let filter = belonging_to(field, ids);
     for c in collections {
         let info = match qdrant.info(c).await {
@@ -162,6 +164,7 @@ pub async fn delete_points(
                 })
                 .await?;
         }
+        let before = qdrant.count(c, Some(filter.clone())).await?;
         qdrant
             .call(|| {
                 let req = DeletePointsBuilder::new(c)
@@ -170,7 +173,18 @@ pub async fn delete_points(
                 qdrant.client().delete_points(req)
             })
             .await?;
+        let after = qdrant.count(c, Some(filter.clone())).await?;
+        deleted += before.saturating_sub(after);
+        any_left |= after > 0;
     }
-    let left = points(qdrant, collections, field, ids).await?;
-    Ok(left.into_keys().collect())
+    // usually none are left: only then are the documents' points read
+    let left = if any_left {
+        points(qdrant, collections, field, ids)
+            .await?
+            .into_keys()
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    Ok((deleted, left))
 }

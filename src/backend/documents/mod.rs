@@ -33,8 +33,9 @@ use crate::drift::DriftBoard;
 use crate::plan::{Action, Batch, Plan, PlannedItem};
 use crate::resource::Resource;
 
-/// Documents per batch (one audit record, one query per step per store).
-const BATCH_DOCS: usize = 200;
+/// Documents per batch (one audit record, one query per step per store, one DeleteObjects
+/// when each has one object).
+const BATCH_DOCS: usize = 1000;
 
 /// The stores a document's dependents live in, as configured.
 #[derive(Clone, Default)]
@@ -69,7 +70,10 @@ struct Detail {
     objects: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     kept_objects: Vec<String>,
-    points: u64,
+    /// Counted by a dry run; a real run deletes them all by filter without counting first
+    /// (the batch's total is counted as it is deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    points: Option<u64>,
     #[serde(default)]
     redis_keys: cascade::Keys,
 }
@@ -186,8 +190,10 @@ impl DocumentsSweeper {
                 .await
                 .map_err(step("reference check"))?;
             let counts = match &self.dependents.qdrant {
-                Some((q, _)) => cascade::points(q, &collections, &s.qdrant_field, &ids).await?,
-                None => HashMap::new(),
+                Some((q, _)) if ctx.dry_run => {
+                    Some(cascade::points(q, &collections, &s.qdrant_field, &ids).await?)
+                }
+                _ => None,
             };
             let mut items = Vec::with_capacity(chunk.len());
             for d in chunk {
@@ -196,11 +202,11 @@ impl DocumentsSweeper {
                 let detail = Detail {
                     objects: go,
                     kept_objects: kept,
-                    points: counts.get(&d.id).copied().unwrap_or(0),
+                    points: counts.as_ref().map(|c| c.get(&d.id).copied().unwrap_or(0)),
                     redis_keys: keys.remove(&d.id).unwrap_or_default(),
                 };
                 objects += detail.objects.len() as u64;
-                points += detail.points;
+                points += detail.points.unwrap_or(0);
                 cache_keys += detail
                     .redis_keys
                     .values()
@@ -221,8 +227,13 @@ impl DocumentsSweeper {
             .map_err(SweepError::spool)?;
         }
         plan.notes.push(format!(
-            "{} documents expired with {objects} objects, {points} points and {cache_keys} cache keys; {} documents held by sessions active since {}",
+            "{} documents expired with {objects} objects, {} and {cache_keys} cache keys; {} documents held by sessions active since {}",
             expired.len(),
+            if ctx.dry_run {
+                format!("{points} points")
+            } else {
+                "their points (counted as deleted)".to_string()
+            },
             held.len(),
             humantime::format_rfc3339_seconds(active_since)
         ));
@@ -324,8 +335,9 @@ impl DocumentsSweeper {
         Ok(applied)
     }
 
-    /// Deletes the objects (but `shared`), points and keys of the documents `ids`. Returns
-    /// the documents whose dependents are not all confirmed gone, and the counts deleted.
+    /// Deletes the objects (but `shared`), points and keys of the documents `ids`, the
+    /// three stores at once. Returns the documents whose dependents are not all confirmed
+    /// gone, and the counts deleted.
     async fn delete_dependents(
         &self,
         run: &DocumentsRun,
@@ -333,39 +345,76 @@ impl DocumentsSweeper {
         details: &[Detail],
         shared: &HashSet<String>,
     ) -> Result<(HashSet<String>, (u64, u64, u64)), SweepError> {
-        let mut not_gone = HashSet::new();
-        let (mut objects, mut points, mut keys) = (0u64, 0u64, 0u64);
-        if let Some(s3) = &self.dependents.s3 {
-            let doomed: Vec<String> = details
-                .iter()
-                .flat_map(|d| d.objects.iter())
-                .filter(|o| !shared.contains(*o))
-                .cloned()
-                .collect();
-            let mut failed_keys = HashSet::new();
-            for chunk in doomed.chunks(1000) {
-                let failed = s3.delete_objects(chunk).await?;
-                objects += (chunk.len() - failed.len()) as u64;
-                failed_keys.extend(failed);
-            }
-            for (id, d) in ids.iter().zip(details) {
-                if d.objects.iter().any(|o| failed_keys.contains(o)) {
-                    not_gone.insert(id.clone());
-                }
-            }
-        }
-        if let Some((q, _)) = &self.dependents.qdrant {
-            let field = &self.settings.qdrant_field;
-            let left = cascade::delete_points(q, &run.collections, field, ids).await?;
-            points = details.iter().map(|d| d.points).sum::<u64>();
-            not_gone.extend(left);
-        }
-        if let Some(redis) = &self.dependents.redis {
-            for d in details {
-                keys += cascade::unlink(redis, &d.redis_keys).await?;
-            }
-        }
+        let (objects, points, keys) = tokio::join!(
+            self.delete_objects(ids, details, shared),
+            self.delete_points(run, ids),
+            self.unlink_keys(details),
+        );
+        let ((mut not_gone, objects), (left, points), keys) = (objects?, points?, keys?);
+        not_gone.extend(left);
         Ok((not_gone, (objects, points, keys)))
+    }
+
+    /// The documents' objects but `shared` ones: the documents whose object S3 did not
+    /// confirm deleted, and how many went.
+    async fn delete_objects(
+        &self,
+        ids: &[String],
+        details: &[Detail],
+        shared: &HashSet<String>,
+    ) -> Result<(HashSet<String>, u64), SweepError> {
+        let Some(s3) = &self.dependents.s3 else {
+            return Ok((HashSet::new(), 0));
+        };
+        let doomed: Vec<String> = details
+            .iter()
+            .flat_map(|d| d.objects.iter())
+            .filter(|o| !shared.contains(*o))
+            .cloned()
+            .collect();
+        let (mut failed_keys, mut deleted) = (HashSet::new(), 0);
+        for chunk in doomed.chunks(1000) {
+            let failed = s3.delete_objects(chunk).await?;
+            deleted += (chunk.len() - failed.len()) as u64;
+            failed_keys.extend(failed);
+        }
+        let not_gone = ids
+            .iter()
+            .zip(details)
+            .filter(|(_, d)| d.objects.iter().any(|o| failed_keys.contains(o)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        Ok((not_gone, deleted))
+    }
+
+    /// The documents' points: the documents that still have some, and how many went.
+    async fn delete_points(
+        &self,
+        run: &DocumentsRun,
+        ids: &[String],
+    ) -> Result<(HashSet<String>, u64), SweepError> {
+        let Some((q, _)) = &self.dependents.qdrant else {
+            return Ok((HashSet::new(), 0));
+        };
+        let field = &self.settings.qdrant_field;
+        let (deleted, left) = cascade::delete_points(q, &run.collections, field, ids).await?;
+        Ok((left, deleted))
+    }
+
+    /// Every document's keys together: UNLINKs of 1000 keys, not one per document.
+    async fn unlink_keys(&self, details: &[Detail]) -> Result<u64, SweepError> {
+        let Some(redis) = &self.dependents.redis else {
+            return Ok(0);
+        };
+        let mut all = cascade::Keys::new();
+        for d in details {
+            for (server, k) in &d.redis_keys {
+                all.entry(server.clone())
+                    .or_default()
+                    .extend(k.iter().cloned());
+            }
+        }
+        Ok(cascade::unlink(redis, &all).await?)
     }
 }
 
