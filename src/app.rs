@@ -275,6 +275,7 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
         drift,
         swept,
         started: started.clone(),
+        started_at: std::time::Instant::now(),
     });
     let server_cancel = cancel.clone();
     let server = tokio::spawn(async move {

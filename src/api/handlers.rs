@@ -1,29 +1,25 @@
 //! The endpoints. Shapes follow seed 003 where it has one.
 
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State as Extract};
+use axum::extract::State as Extract;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Api, ApiError, small_body};
-use crate::engine::run_id;
-use crate::queue::CleanupTask;
-use crate::resource::{Priority, Resource};
-use crate::runs::Trigger;
+use super::Api;
 use crate::scheduler::TaskState;
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 once the config is loaded and every worker started; lists each backend's state. A
+/// How long readiness waits for the first measurement of every store.
+const FIRST_MEASUREMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// 200 once the config is loaded, every worker started and every store measured once (or
+/// 10 s passed); lists each backend's state. A
 /// backend that is down does not make the janitor unready (it would take a sidecar's pod
 /// out of service for a cache hiccup); its state says so, and so does `audit_log` when the
 /// audit log cannot be written (every sweep fails closed until it can).
@@ -42,15 +38,26 @@ pub async fn readyz(Extract(api): Extract<Api>) -> Response {
             )
         })
         .collect();
-    let status = if started {
+    // the first measurement of every store is awaited (bounded), so that a ready daemon
+    // answers /api/resources/metrics with numbers
+    let measured = api
+        .ctx
+        .snapshot
+        .all()
+        .iter()
+        .all(|(_, s)| s.status != crate::snapshot::Status::Pending);
+    let waited_enough = api.ctx.started_at.elapsed() >= FIRST_MEASUREMENT_WAIT;
+    let ready = started && (measured || waited_enough);
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let mut body = json!({
-        "ready": started,
+        "ready": ready,
         "config": "loaded",
         "workers_started": started,
+        "measured": measured,
         "backends": backends,
     });
     body["role"] = json!(api.ctx.leader.role());
@@ -142,145 +149,4 @@ pub async fn workers(Extract(api): Extract<Api>) -> Json<Value> {
 
 pub async fn openapi() -> Json<Value> {
     Json(super::openapi::document())
-}
-
-#[derive(Deserialize)]
-pub struct CleanupQuery {
-    #[serde(default)]
-    wait: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CleanupBody {
-    #[serde(default)]
-    resource_type: Option<String>,
-    #[serde(default)]
-    dry_run: bool,
-    #[serde(default)]
-    priority: Option<String>,
-}
-
-/// `POST /api/resources/cleanup`: queues a task per requested store. 202 with the task ids
-/// (each is its run's id), or with `?wait=true` 200 with the results (seed shape: success,
-/// deleted_counts, message). A run whose task ended without a record (it panicked) counts
-/// as failed.
-pub async fn cleanup(
-    Extract(api): Extract<Api>,
-    Query(query): Query<CleanupQuery>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let ctx = &api.ctx;
-    let body = small_body(body)?;
-    let request: CleanupBody = if body.iter().all(u8::is_ascii_whitespace) {
-        CleanupBody {
-            resource_type: None,
-            dry_run: false,
-            priority: None,
-        }
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
-    };
-    let resources: Vec<Resource> = match request.resource_type.as_deref() {
-        None => Resource::SWEPT
-            .into_iter()
-            .filter(|r| ctx.swept[*r])
-            .collect(),
-        Some(t) => {
-            let r = Resource::from_resource_type(t).ok_or_else(|| {
-                ApiError::Unprocessable(format!(
-                    "unknown resource_type {t:?}: expected null, \"redis_cache\", \"qdrant_vectors\", \"minio_files\" or \"documents\""
-                ))
-            })?;
-            if !ctx.swept[r] {
-                return Err(ApiError::Unprocessable(format!(
-                    "{t} is not configured on this janitor"
-                )));
-            }
-            vec![r]
-        }
-    };
-    let priority = match request.priority.as_deref() {
-        None => Priority::Medium,
-        Some(p) => serde_json::from_value::<Priority>(json!(p)).map_err(|_| {
-            ApiError::Unprocessable(format!(
-                "unknown priority {p:?}: expected LOW, MEDIUM, HIGH or CRITICAL"
-            ))
-        })?,
-    };
-    if resources.is_empty() {
-        return Err(ApiError::Unprocessable(
-            "no sweepable backend is configured".into(),
-        ));
-    }
-    if !request.dry_run && !ctx.leader.may_sweep() {
-        return Err(ApiError::Standby(format!(
-            "this replica is on standby: {} holds the leader lease and sweeps (dry runs are allowed here)",
-            ctx.leader.holder().as_deref().unwrap_or("no replica yet")
-        )));
-    }
-    api.cleanup_limiter
-        .try_acquire()
-        .map_err(|wait| ApiError::RateLimited(wait.as_secs_f64().ceil() as u64))?;
-
-    let now = SystemTime::now();
-    let mut waits = Vec::new();
-    let mut run_ids = Vec::new();
-    for resource in resources {
-        let mode = if request.dry_run {
-            "dry run"
-        } else {
-            "cleanup"
-        };
-        let task = CleanupTask::new(
-            run_id(resource, now),
-            priority,
-            resource,
-            Trigger::Api,
-            now,
-            format!("manual {mode} via API"),
-        )
-        .dry_run(request.dry_run);
-        let submitted = ctx.scheduler.submit(task, query.wait);
-        let Some(id) = submitted.pushed.id() else {
-            return Err(ApiError::Unavailable(
-                "the cleanup queue is full of more urgent tasks: nothing queued".into(),
-            ));
-        };
-        run_ids.push(id.to_string());
-        waits.push((resource, submitted.done));
-    }
-    if !query.wait {
-        let body = json!({ "accepted": true, "run_ids": run_ids, "message": "cleanup queued" });
-        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
-    }
-    let (mut records, mut lost) = (Vec::new(), Vec::new());
-    for (resource, done) in waits {
-        match done {
-            Some(done) => match done.await {
-                Ok(Ok(record)) => records.push(record),
-                Ok(Err(why)) => lost.push(format!("{resource}: {why}")),
-                Err(_) => lost.push(format!("{resource}: its run ended without a result")),
-            },
-            None => lost.push(format!("{resource}: not queued")),
-        }
-    }
-    let deleted: serde_json::Map<String, Value> = records
-        .iter()
-        .map(|r| (r.resource.api_key().to_string(), json!(r.deleted)))
-        .collect();
-    let total: u64 = records.iter().map(|r| r.deleted).sum();
-    let success = lost.is_empty() && records.iter().all(|r| r.outcome.is_success());
-    let mut message = format!("Cleanup completed. Total items deleted: {total}");
-    if !lost.is_empty() {
-        message = format!("{message}; failed: {}", lost.join("; "));
-    }
-    let body = json!({
-        "success": success,
-        "deleted_counts": deleted,
-        "message": message,
-        "runs": records,
-    });
-    Ok((StatusCode::OK, Json(body)).into_response())
 }

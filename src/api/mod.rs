@@ -4,16 +4,18 @@
 //! `/healthz`, `/readyz` and `/metrics` needs the bearer token when one is configured
 //! (compared in constant time); without a token every mutating endpoint answers 403 (one
 //! layer, [`require_admin`]), so a daemon that was never given one cannot be made to delete
-//! or write by anyone who reaches its port. Every error is JSON:
-//! `{"error": {"code": ..., "message": ...}}`.
+//! or write by anyone who reaches its port. Every error is JSON with a request id:
+//! `{"success": false, "error": {"code": ..., "message": ...}, "request_id": ...}`.
 //!
 //! The API holds an [`ApiContext`]: the handles it needs (the scheduler, the snapshot, the
 //! run log, ...), not the daemon.
 
+mod cleanup;
 mod dedup;
 mod handlers;
 pub mod openapi;
 mod ratelimit;
+pub mod request_id;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -162,6 +164,8 @@ pub struct ApiContext {
     pub swept: PerResource<bool>,
     /// Set once every worker is started.
     pub started: Arc<AtomicBool>,
+    /// When the daemon started (readiness waits a bounded time for the first measurement).
+    pub started_at: std::time::Instant,
 }
 
 /// The router's state: the context, plus the cleanup rate limiter.
@@ -178,6 +182,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/api/resources/metrics"),
     ("POST", "/api/resources/cleanup"),
+    ("POST", "/api/resources/emergency"),
     ("GET", "/api/resources/queue"),
     ("GET", "/api/resources/runs"),
     ("GET", "/api/workers"),
@@ -198,7 +203,11 @@ pub fn router(ctx: ApiContext) -> Router {
     let mutating = Router::new()
         .route(
             "/api/resources/cleanup",
-            post(handlers::cleanup).layer(DefaultBodyLimit::max(MAX_BODY)),
+            post(cleanup::cleanup).layer(DefaultBodyLimit::max(MAX_BODY)),
+        )
+        .route(
+            "/api/resources/emergency",
+            post(cleanup::emergency).layer(DefaultBodyLimit::max(MAX_BODY)),
         )
         .route(
             "/api/dedup/register",
@@ -228,6 +237,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/metrics", get(handlers::prometheus))
         .merge(protected)
         .fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn(request_id::layer))
         .with_state(api)
 }
 

@@ -33,8 +33,11 @@ pub fn document() -> Value {
                 "Error": {
                     "type": "object",
                     "required": ["error"],
-                    "properties": { "error": { "type": "object", "properties": {
-                        "code": { "type": "string" }, "message": { "type": "string" } } } }
+                    "properties": {
+                        "success": { "const": false },
+                        "request_id": { "type": "string", "description": "Also in the x-request-id header and the log line" },
+                        "error": { "type": "object", "properties": {
+                            "code": { "type": "string" }, "message": { "type": "string" } } } }
                 },
                 "CleanupRequest": {
                     "type": "object",
@@ -42,8 +45,24 @@ pub fn document() -> Value {
                     "properties": {
                         "resource_type": { "enum": [null, "redis_cache", "qdrant_vectors", "minio_files", "documents"] },
                         "dry_run": { "type": "boolean", "default": false },
-                        "priority": { "enum": ["LOW", "MEDIUM", "HIGH", "CRITICAL"] }
-                    }
+                        "priority": { "enum": ["LOW", "MEDIUM", "HIGH", "CRITICAL"] },
+                        "reason": { "type": "string", "description": "Kept in the task and the run record" }
+                    },
+                    "example": { "resource_type": "redis_cache" }
+                },
+                "CleanupResult": {
+                    "type": "object",
+                    "required": ["success", "deleted_counts", "message"],
+                    "properties": {
+                        "success": { "type": "boolean" },
+                        "deleted_counts": { "type": "object", "required": ["redis", "qdrant", "minio"],
+                            "additionalProperties": { "type": "integer" } },
+                        "expired_counts": { "type": "object", "additionalProperties": { "type": "integer" } },
+                        "message": { "type": "string" },
+                        "runs": { "type": "array" }
+                    },
+                    "example": { "success": true, "deleted_counts": { "redis": 45, "qdrant": 0, "minio": 0 },
+                        "message": "Cleanup completed. Total items deleted: 45" }
                 }
             }
         },
@@ -56,13 +75,16 @@ pub fn document() -> Value {
             "/api/resources/metrics": { "get": { "summary": "Last measurement of every store",
                 "security": secured, "responses": { "200": json_ok("Per store: total_items, size_mb, usage_percentage, cleanup_priority, oldest_age_hours"), "401": unauthorized } } },
             "/api/resources/cleanup": { "post": {
-                "summary": "Start a cleanup run (all configured stores when resource_type is null)",
+                "summary": "Queue a cleanup of each store (all configured stores when resource_type is null) and wait for the runs",
                 "security": secured,
-                "parameters": [{ "name": "wait", "in": "query", "schema": { "type": "boolean" },
-                    "description": "Wait for the runs and answer 200 with their results" }],
+                "parameters": [{ "name": "async", "in": "query", "schema": { "type": "boolean" },
+                    "description": "Answer 202 with the task ids at once instead of waiting" },
+                    { "name": "wait", "in": "query", "schema": { "type": "boolean" },
+                    "description": "false: the same as async=true" }],
                 "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CleanupRequest" } } } },
                 "responses": {
-                    "200": json_ok("Runs finished (wait=true): success, deleted_counts, message, runs"),
+                    "200": { "description": "Runs finished: the seed's success, deleted_counts (redis, qdrant, minio always), message; plus expired_counts and runs",
+                        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CleanupResult" } } } },
                     "202": json_ok("Tasks queued: run_ids (each task's id is its run's id)"),
                     "400": error_response("Invalid JSON"),
                     "401": unauthorized,
@@ -71,6 +93,21 @@ pub fn document() -> Value {
                     "413": error_response("Body over 64 KiB"),
                     "422": error_response("Unknown or unconfigured resource_type, unknown priority"),
                     "429": error_response("Rate limit exceeded; see Retry-After")
+                } } },
+            "/api/resources/emergency": { "post": {
+                "summary": "Queue a CRITICAL cleanup of every enabled store (pressure TTLs; documents never)",
+                "security": secured,
+                "requestBody": { "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false,
+                    "properties": { "reason": { "type": "string" } }, "example": { "reason": "Memory usage critical" } } } } },
+                "responses": {
+                    "202": json_ok("Queued: success, accepted, run_ids, message"),
+                    "400": error_response("Invalid JSON"),
+                    "401": unauthorized,
+                    "403": error_response("No admin token configured"),
+                    "409": error_response("Standby replica: another one holds the leader lease"),
+                    "422": error_response("No store configured"),
+                    "429": error_response("Rate limit exceeded (shared with cleanup); see Retry-After"),
+                    "503": error_response("Queue full of more urgent tasks")
                 } } },
             "/api/resources/queue": { "get": { "summary": "Cleanup tasks: running ones first, then pending ones in the order they will start", "security": secured,
                 "responses": { "200": json_ok("queue_size (pending), running, tasks[id, priority, resource_type, target_id, created_at, reason, source, dry_run, state, started_at]"), "401": unauthorized } } },

@@ -209,8 +209,9 @@ impl Daemon {
         r.json().await.unwrap()
     }
 
+    /// POSTs `body` to `path` (`?async=true`: the cleanup answers at once).
     async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let url = format!("http://{}{path}", self.addr);
+        let url = format!("http://{}{path}?async=true", self.addr);
         let client = reqwest::Client::new();
         let r = client
             .post(url)
@@ -496,7 +497,7 @@ async fn a_cleanup_whose_run_panicked_is_reported_as_failed() {
     // a closed gate makes the double's apply panic: the timer's S3 run, then the API's
     d.gates[Resource::S3].close();
     advance(Duration::from_secs(1)).await;
-    let url = format!("http://{}/api/resources/cleanup?wait=true", d.addr);
+    let url = format!("http://{}/api/resources/cleanup", d.addr);
     let answer = reqwest::Client::new()
         .post(url)
         .bearer_auth(TOKEN)
@@ -516,5 +517,86 @@ async fn a_cleanup_whose_run_panicked_is_reported_as_failed() {
     // the store is free again: the queue shows no S3 task
     let tasks = d.tasks().await;
     assert!(!tasks.iter().any(|t| t.0 == "minio_files"), "{tasks:?}");
+    d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_emergency_queues_a_critical_task_for_every_store() {
+    let d = Daemon::start(&[]).await;
+    settle().await; // every store busy with its timer's run
+    let url = format!("http://{}/api/resources/emergency", d.addr);
+    let r = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"reason": "Memory usage critical"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["success"], true);
+    assert_eq!(body["run_ids"].as_array().unwrap().len(), 3);
+    let pending: Vec<_> = d
+        .tasks()
+        .await
+        .into_iter()
+        .filter(|t| t.3 == "pending")
+        .collect();
+    assert_eq!(pending.len(), 3, "{pending:?}");
+    assert!(
+        pending
+            .iter()
+            .all(|t| t.1 == "CRITICAL" && t.2 == "emergency")
+    );
+    let q = d.get("/api/resources/queue").await;
+    assert_eq!(
+        q["tasks"][3]["reason"],
+        "emergency via API: Memory usage critical"
+    );
+    // each starts as soon as its store is free, ahead of anything else
+    d.open(Resource::Redis, 1);
+    advance(Duration::from_secs(1)).await;
+    assert!(
+        d.tasks()
+            .await
+            .contains(&task("redis_cache", "CRITICAL", "emergency", "running"))
+    );
+    let url = format!("http://{}/metrics", d.addr);
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("janitor_emergency_cleanups_total{resource=\"redis\"} 1"),
+        "{text}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_error_is_json_with_a_request_id_even_axums_own() {
+    let d = Daemon::start(&[]).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", d.addr);
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/api/workers"),
+        (reqwest::Method::POST, "/api/resources/cleanup?wait=null"),
+        (reqwest::Method::GET, "/no/such/route"),
+    ] {
+        let r = client
+            .request(method.clone(), format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .header("x-request-id", "req-42")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{method} {path}");
+        assert_eq!(r.headers()["x-request-id"], "req-42");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["success"], false, "{method} {path}: {body}");
+        assert_eq!(body["request_id"], "req-42");
+        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string());
+    }
+    // an answer that is no error gets the header only, with an id of its own
+    let r = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"].len(), 16);
     d.stop().await;
 }

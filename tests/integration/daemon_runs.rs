@@ -1,4 +1,4 @@
-//! The daemon running sweeps: manual cleanup (202, wait, 429), graceful shutdown during a
+//! The daemon running sweeps: manual cleanup (the seed's 200, 202 with ?async=true, 429), graceful shutdown during a
 //! long sweep, and a worker that backs off and recovers when its server dies.
 
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ async fn manual_cleanup_accepted_waited_and_rate_limited() {
 
     let r = cleanup(
         &d,
-        "",
+        "?async=true",
         r#"{"resource_type": "redis_cache", "dry_run": true}"#,
     )
     .await;
@@ -52,11 +52,16 @@ async fn manual_cleanup_accepted_waited_and_rate_limited() {
     let run_id = body["run_ids"][0].as_str().unwrap().to_string();
     assert!(run_id.starts_with("redis-"));
 
-    let r = cleanup(&d, "?wait=true", r#"{"resource_type": "redis_cache"}"#).await;
+    // a client written against the seed: no query, the seed's body, the seed's answer
+    let r = cleanup(&d, "", r#"{"resource_type": "redis_cache"}"#).await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["success"], true, "{body:#}");
-    assert_eq!(body["deleted_counts"]["redis"], 10);
+    assert_eq!(
+        body["deleted_counts"],
+        serde_json::json!({"redis": 10, "qdrant": 0, "minio": 0}),
+        "every store of the seed, as integers"
+    );
     assert_eq!(
         body["message"],
         "Cleanup completed. Total items deleted: 10"
@@ -79,9 +84,13 @@ async fn manual_cleanup_accepted_waited_and_rate_limited() {
 
     // 6 per minute: two used above, four more pass, the seventh is refused
     for _ in 0..4 {
-        assert_eq!(cleanup(&d, "", r#"{"dry_run": true}"#).await.status(), 202);
+        let query = "?async=true";
+        assert_eq!(
+            cleanup(&d, query, r#"{"dry_run": true}"#).await.status(),
+            202
+        );
     }
-    let r = cleanup(&d, "", r#"{"dry_run": true}"#).await;
+    let r = cleanup(&d, "?async=true", r#"{"dry_run": true}"#).await;
     assert_eq!(r.status(), 429);
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
@@ -89,9 +98,16 @@ async fn manual_cleanup_accepted_waited_and_rate_limited() {
         .parse()
         .unwrap();
     assert!((1..=10).contains(&retry), "Retry-After {retry}");
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body = r.json::<Value>().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
     assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        "rate_limited"
+        (&body["success"], body["request_id"].as_str()),
+        (&Value::Bool(false), Some(id.as_str()))
+    );
+    assert!(
+        d.output().contains(&id),
+        "the refusal is logged with its request id"
     );
 }
 

@@ -151,7 +151,9 @@ async fn one_replica_sweeps_and_a_killed_leader_is_replaced_within_the_lease() {
     )
     .await
     .unwrap();
-    assert_eq!(r.status(), 202);
+    assert_eq!(r.status(), 200, "a standby plans a dry run");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["runs"][0]["outcome"], "dry_run", "{body:#}");
 
     // kill -9 the leader: the lease is not released, it expires; the standby takes over
     fill_redis(&url, "tmp:b", 30).await;
@@ -229,7 +231,7 @@ async fn a_leader_paused_past_its_lease_deletes_nothing_more() {
     // 10,000 keys at 2,000 commands/s: two batches of 5,000, each followed by a 2.5 s pause
     fill_redis(&url, "tmp:", 10_000).await;
     let r = reqwest::Client::new()
-        .post(a.url("/api/resources/cleanup"))
+        .post(a.url("/api/resources/cleanup?async=true"))
         .bearer_auth(TOKEN)
         .body(r#"{"resource_type": "redis_cache"}"#)
         .send()
