@@ -202,7 +202,8 @@ async fn health(settings: &Settings) -> ExitCode {
     };
     match answer {
         Ok(r) if r.status().is_success() => {
-            println!("healthy: {url}");
+            // a closed stdout does not make the daemon unhealthy
+            let _ = writeln!(std::io::stdout(), "healthy: {url}");
             ExitCode::SUCCESS
         }
         Ok(r) => {
@@ -395,10 +396,12 @@ fn write_text(out: &mut impl Write, r: &RunRecord, plan: Option<&mut Plan>) -> s
 }
 
 async fn check(settings: &Settings) -> Result<ExitCode, CliError> {
-    println!("config: ok");
+    // written, not println!: a closed stdout (`janitor check | head -1`) is an error, not a panic
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "config: ok")?;
     let backends = Backends::new(settings).await.map_err(StartError::from)?;
     let mut ok = true;
-    println!("{:<10} {:<12} detail", "backend", "status");
+    writeln!(out, "{:<10} {:<12} detail", "backend", "status")?;
     for (name, result) in backends.ping_all().await {
         let (status, detail) = match result {
             None => ("disabled", "no URL configured".to_string()),
@@ -408,7 +411,7 @@ async fn check(settings: &Settings) -> Result<ExitCode, CliError> {
                 ("unreachable", e.to_string())
             }
         };
-        println!("{:<10} {status:<12} {detail}", name.name());
+        writeln!(out, "{:<10} {status:<12} {detail}", name.name())?;
     }
     Ok(if ok {
         ExitCode::SUCCESS

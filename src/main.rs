@@ -27,6 +27,8 @@ fn main() -> ExitCode {
             eprintln!("janitor: {err}");
             ExitCode::from(EXIT_CONFIG)
         }
+        // the reader went away (`janitor check | head -1`): nothing left to say
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
         Err(err) => {
             eprintln!("janitor: {:#}", anyhow::Error::from(err));
             ExitCode::FAILURE

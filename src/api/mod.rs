@@ -3,7 +3,7 @@
 //! Read endpoints serve the last snapshot and never wait on a backend. Everything except
 //! `/healthz`, `/readyz` and `/metrics` needs the bearer token when one is configured
 //! (compared in constant time); without a token every mutating endpoint answers 403 (one
-//! layer, [`require_admin`]), so a daemon that was never given one cannot be made to delete
+//! layer, `require_admin`), so a daemon that was never given one cannot be made to delete
 //! or write by anyone who reaches its port. Every error is JSON with a request id:
 //! `{"success": false, "error": {"code": ..., "message": ...}, "request_id": ...}`.
 //!

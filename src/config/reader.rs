@@ -20,6 +20,16 @@ impl Reader<'_> {
             .map(str::to_owned)
     }
 
+    /// Like [`Reader::optional`], but a value of blanks only is an error, not "unset": a
+    /// token or URL of spaces is a mistake, never a way to turn the feature off.
+    pub(super) fn optional_not_blank(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        let raw = self.0.get(name).map(String::as_str).unwrap_or_default();
+        if !raw.is_empty() && raw.trim().is_empty() {
+            return Err(self.invalid(name, "a value, not blanks (leave it empty to unset it)"));
+        }
+        Ok(self.optional(name))
+    }
+
     pub(super) fn invalid(&self, name: &str, expected: impl Into<String>) -> ConfigError {
         let secret = vars::lookup(name).is_some_and(|v| v.secret);
         ConfigError::Invalid {
@@ -75,21 +85,44 @@ impl Reader<'_> {
             .map_err(|_| self.invalid(name, "a number greater than 0 (and not absurdly large)"))
     }
 
+    /// A URL of one of `schemes`, checked whole at load time (host, a port up to 65535, a
+    /// Redis database number), so a bad one exits 78 instead of failing at connect.
     pub(super) fn url(&self, name: &str, schemes: &[&str]) -> Result<Option<String>, ConfigError> {
-        let Some(url) = self.optional(name) else {
+        let Some(url) = self.optional_not_blank(name)? else {
             return Ok(None);
+        };
+        let invalid = |expected: String| ConfigError::Invalid {
+            variable: name.to_string(),
+            value: redact_url(&url),
+            expected,
         };
         let ok = schemes
             .iter()
             .any(|s| url.starts_with(&format!("{s}://")) && url.len() > s.len() + 3);
-        if ok {
-            Ok(Some(url))
-        } else {
-            Err(ConfigError::Invalid {
-                variable: name.to_string(),
-                value: redact_url(&url),
-                expected: format!("a URL starting with {}://", schemes.join("://, ")),
-            })
+        if !ok {
+            return Err(invalid(format!(
+                "a URL starting with {}://",
+                schemes.join("://, ")
+            )));
         }
+        if url.starts_with("mongodb") {
+            // a MongoDB URI may list several hosts (h1:27017,h2:27017): the driver parses it
+            return Ok(Some(url));
+        }
+        let parsed =
+            reqwest::Url::parse(&url).map_err(|e| invalid(format!("a valid URL ({e})")))?;
+        let networked = !parsed.scheme().contains("unix");
+        if networked && parsed.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("a URL with a host".into()));
+        }
+        if parsed.scheme().starts_with("redis") && networked {
+            let db = parsed.path().trim_start_matches('/');
+            if !db.is_empty() && db.parse::<u16>().is_err() {
+                return Err(invalid(
+                    "a Redis URL whose path is a database number (/0)".into(),
+                ));
+            }
+        }
+        Ok(Some(url))
     }
 }

@@ -478,13 +478,13 @@ fn redis_conn(r: &Reader<'_>, url: String) -> Result<RedisConn, ConfigError> {
 }
 
 fn admin_token(r: &Reader<'_>) -> Result<Option<Secret>, ConfigError> {
-    if let Some(token) = r.optional("JANITOR_ADMIN_TOKEN") {
+    if let Some(token) = r.optional_not_blank("JANITOR_ADMIN_TOKEN")? {
         if token.len() < 16 {
             return Err(r.invalid("JANITOR_ADMIN_TOKEN", "a token of at least 16 characters"));
         }
         return Ok(Some(Secret::new(token)));
     }
-    let Some(path) = r.optional("JANITOR_ADMIN_TOKEN_FILE") else {
+    let Some(path) = r.optional_not_blank("JANITOR_ADMIN_TOKEN_FILE")? else {
         return Ok(None);
     };
     let token = std::fs::read_to_string(&path)

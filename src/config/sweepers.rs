@@ -53,6 +53,24 @@ pub(super) fn list(r: &Reader<'_>, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// A prefix list: set, it names prefixes. An empty entry or `/` would mean the whole
+/// bucket, which is what leaving the variable unset says: refused as a mistake.
+fn prefixes(r: &Reader<'_>, name: &str) -> Result<Vec<String>, ConfigError> {
+    let raw = r.0.get(name).map(String::as_str).unwrap_or_default();
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries: Vec<&str> = raw.split(',').map(str::trim).collect();
+    let normalised: Vec<String> = entries.iter().map(|p| normalise_prefix(p)).collect();
+    if normalised.iter().any(String::is_empty) {
+        return Err(r.invalid(
+            name,
+            "prefixes, comma-separated, none empty or / (unset it for the whole bucket)",
+        ));
+    }
+    Ok(normalised)
+}
+
 pub(super) fn s3_sweep(r: &Reader<'_>, allow_short: bool) -> Result<S3Sweep, ConfigError> {
     let grace = r.duration("JANITOR_S3_GRACE_HOURS", 3600.0)?;
     if grace < Resource::S3.ttl_floor() && !allow_short {
@@ -66,14 +84,8 @@ pub(super) fn s3_sweep(r: &Reader<'_>, allow_short: bool) -> Result<S3Sweep, Con
         return Err(r.invalid("JANITOR_S3_REF_FIELDS", "field names, comma-separated"));
     }
     Ok(S3Sweep {
-        prefixes: list(r, "JANITOR_S3_PREFIXES")
-            .iter()
-            .map(|p| normalise_prefix(p))
-            .collect(),
-        protect: list(r, "JANITOR_S3_PROTECT")
-            .iter()
-            .map(|p| normalise_prefix(p))
-            .collect(),
+        prefixes: prefixes(r, "JANITOR_S3_PREFIXES")?,
+        protect: prefixes(r, "JANITOR_S3_PROTECT")?,
         grace,
         ref_collection: r
             .optional("JANITOR_S3_REF_COLLECTION")

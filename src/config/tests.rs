@@ -75,6 +75,39 @@ fn fractional_ttls_are_accepted() {
 }
 
 #[test]
+fn blanks_empty_prefixes_and_broken_urls_are_errors_not_defaults() {
+    // each of these used to pass and mean something else: no token, the whole bucket, a
+    // failure only at connect (exit 1, not 78)
+    for (name, value) in [
+        ("JANITOR_ADMIN_TOKEN", "                    "),
+        ("JANITOR_ADMIN_TOKEN_FILE", "  "),
+        ("JANITOR_S3_PREFIXES", ",,"),
+        ("JANITOR_S3_PREFIXES", " , "),
+        ("JANITOR_S3_PREFIXES", "/"),
+        ("JANITOR_S3_PROTECT", "uploads/,/"),
+        ("REDIS_URL", "redis://127.0.0.1:99999"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/abc"),
+        ("REDIS_URL", "   "),
+        ("QDRANT_URL", "http://:6334"),
+        ("S3_ENDPOINT", "http://127.0.0.1:70000"),
+    ] {
+        let msg = err(&[(name, value)]);
+        assert!(
+            msg.starts_with(&format!("{name}=")),
+            "{name}={value:?}: {msg}"
+        );
+        assert!(msg.contains(": expected "), "{msg}");
+    }
+    // what they should be still loads
+    let ok = load(&env(&[
+        ("JANITOR_S3_PREFIXES", "uploads/u1, tmp/"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/3"),
+        ("MONGODB_URI", "mongodb://a:27017,b:27017/?replicaSet=rs0"),
+    ]));
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}
+
+#[test]
 fn bad_numbers_name_variable_value_and_expectation() {
     for (name, value) in [
         ("REDIS_CACHE_TTL_HOURS", "0"),

@@ -531,3 +531,23 @@ async fn sweep_once_on_sigint_audits_the_batch_in_flight_and_applies_no_more() {
     assert_eq!(audited, total - left, "gone = audited");
     assert!(left > 0, "the run stopped before the end");
 }
+
+#[tokio::test]
+async fn a_closed_stdout_is_no_panic() {
+    // `janitor check | head -1`: the reader is gone before the janitor writes
+    let dir = daemon::tempdir();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_janitor"))
+        .arg("check")
+        .env_clear()
+        .env("JANITOR_AUDIT_LOG", dir.path().join("a.jsonl"))
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(101), "panicked: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

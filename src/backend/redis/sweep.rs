@@ -42,7 +42,7 @@ const NAME: &str = "redis";
 /// OBJECT REFCOUNT of a shared object (OBJ_SHARED_REFCOUNT).
 const SHARED_REFCOUNT: i64 = i32::MAX as i64;
 
-/// For each key in ARGV[2..]: unlinks it only if it has no TTL and, when ARGV[1] > 0, has
+/// For each key in `ARGV[2..]`: unlinks it only if it has no TTL and, when `ARGV[1]` > 0, has
 /// been idle that many seconds (and is not a shared integer). Returns 1 (unlinked) or 0
 /// (left alone) per key; a key given twice counts once. The checks and the one UNLINK of
 /// every key that passed them (one per key on a cluster node, which refuses an UNLINK over
