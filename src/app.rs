@@ -326,11 +326,11 @@ fn status_line(leader: &LeaderHandle, workers: &Registry, snapshot: &Snapshot) -
         .all()
         .iter()
         .filter_map(|(r, s)| {
-            let u = s.usage.as_ref()?;
+            let fraction = s.usage.as_ref()?.usage_fraction?;
             Some(format!(
                 "{} {:.0}% {}",
                 r.api_key(),
-                u.usage_fraction * 100.0,
+                fraction * 100.0,
                 s.priority
             ))
         })

@@ -275,7 +275,9 @@ impl Metrics {
     /// A measurement of `resource`.
     pub fn record_usage(&self, resource: Resource, usage: &Usage, priority: Priority) {
         let l = Self::label(resource.name());
-        self.usage.get_or_create(&l).set(usage.usage_fraction);
+        if let Some(f) = usage.usage_fraction {
+            self.usage.get_or_create(&l).set(f);
+        }
         self.items.get_or_create(&l).set(usage.total_items as i64);
         if let Some(b) = usage.size_bytes {
             self.bytes.get_or_create(&l).set(b as i64);
@@ -448,8 +450,8 @@ mod tests {
         let usage = Usage {
             total_items: 10,
             size_bytes: Some(2048),
-            usage_fraction: 0.8,
-            oldest_age_hours: None,
+            usage_fraction: Some(0.8),
+            ..Usage::default()
         };
         m.record_usage(Resource::Redis, &usage, Priority::High);
         m.record_usage(Resource::S3, &usage, Priority::Low);

@@ -79,7 +79,12 @@ impl StoreGauge {
             Resource::S3 => b.s3.as_ref()?.measure(budgets.s3_bytes, now).await,
             Resource::MongoDb => {
                 let collection = &self.settings.s3_sweep.ref_collection;
-                b.mongo.as_ref()?.measure(collection).await
+                let created = &self.settings.documents.created_field;
+                let measured =
+                    b.mongo
+                        .as_ref()?
+                        .measure(collection, created, budgets.mongodb_bytes, now);
+                measured.await
             }
             // documents live in MongoDB, measured above
             Resource::Documents => return None,
@@ -141,12 +146,9 @@ impl Monitor {
             let result = match result {
                 Ok(usage) => {
                     ok += 1;
-                    // a store that is not swept is measured, never prioritised
-                    let priority = if resource.is_swept() {
-                        usage.priority(&self.thresholds)
-                    } else {
-                        Priority::Low
-                    };
+                    // MongoDB is prioritised only against its optional budget; nothing is
+                    // swept for it
+                    let priority = usage.priority(&self.thresholds);
                     self.metrics.record_usage(resource, &usage, priority);
                     Ok((usage, priority))
                 }
@@ -166,7 +168,10 @@ impl Monitor {
     pub fn schedule(&self, now: SystemTime) -> usize {
         let mut submitted = 0;
         for (resource, s) in self.snapshot.all().iter() {
-            let (Some(usage), true) = (&s.usage, s.priority.is_pressure()) else {
+            let (Some(fraction), true) = (
+                s.usage.as_ref().and_then(|u| u.usage_fraction),
+                s.priority.is_pressure(),
+            ) else {
                 continue;
             };
             if !self.swept[resource] {
@@ -177,10 +182,7 @@ impl Monitor {
             } else {
                 "High"
             };
-            let reason = format!(
-                "{level} resource usage: {:.1}%",
-                usage.usage_fraction * 100.0
-            );
+            let reason = format!("{level} resource usage: {:.1}%", fraction * 100.0);
             let task = CleanupTask::new(
                 run_id(resource, now),
                 s.priority,
@@ -199,11 +201,12 @@ impl Monitor {
     /// most once per cooldown).
     fn alert(&self, workers: &[crate::worker::WorkerStatus]) {
         for (resource, s) in self.snapshot.all().iter() {
-            if let (Some(u), Priority::Critical) = (&s.usage, s.priority) {
+            let fraction = s.usage.as_ref().and_then(|u| u.usage_fraction);
+            if let (Some(f), Priority::Critical) = (fraction, s.priority) {
                 let message = format!(
                     "{resource} usage {:.1}% is CRITICAL{}",
-                    u.usage_fraction * 100.0,
-                    if self.leader.may_sweep() {
+                    f * 100.0,
+                    if self.leader.may_sweep() && self.swept[resource] {
                         ": emergency cleanup running"
                     } else {
                         ""

@@ -238,24 +238,43 @@ impl fmt::Display for Priority {
     }
 }
 
+/// Where a measured figure comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The server reports it (used_memory, listed object sizes, collStats).
+    Measured,
+    /// Computed from what the server reports (points x dimension x bytes per element).
+    Estimated,
+    /// From a bounded sample (Redis idle times of random keys).
+    Sampled,
+}
+
 /// What the monitoring loop measured of one store, from the server itself.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Usage {
     /// Keys, points, objects or documents.
     pub total_items: u64,
-    /// Bytes reported by the server (used_memory, listed object sizes, dbStats dataSize);
-    /// `None` where the server reports none (Qdrant over gRPC): never estimated.
+    /// Bytes: reported by the server, or estimated where it reports none (Qdrant), as
+    /// `size_source` says.
     pub size_bytes: Option<u64>,
-    /// Measured against the budget, 0.0 – 1.0 (may exceed 1).
-    pub usage_fraction: f64,
+    /// Where `size_bytes` comes from.
+    pub size_source: Option<Source>,
+    /// Measured against the budget, 0.0 – 1.0 (may exceed 1); `None` without a budget.
+    pub usage_fraction: Option<f64>,
     /// Age of the oldest item, when the store can tell.
     pub oldest_age_hours: Option<f64>,
+    /// Where `oldest_age_hours` comes from.
+    pub oldest_source: Option<Source>,
+    /// Why a figure is missing, or what bounds it.
+    pub notes: Vec<String>,
 }
 
 impl Usage {
-    /// The usage's priority under `thresholds`.
+    /// The usage's priority under `thresholds` (LOW without a budget).
     pub fn priority(&self, thresholds: &Thresholds) -> Priority {
-        Priority::from_usage(self.usage_fraction, thresholds)
+        self.usage_fraction
+            .map_or(Priority::Low, |f| Priority::from_usage(f, thresholds))
     }
 }
 
@@ -274,6 +293,9 @@ pub struct CollectionStats {
     pub timestamp_indexed: bool,
     /// Age of the oldest point, where the index allows `order_by`.
     pub oldest_age: Option<Duration>,
+    /// Bytes of its dense vectors, estimated as the seed does: points x dimension x bytes
+    /// per element, for every named vector by its datatype (`None`: no vector config).
+    pub vector_bytes: Option<u64>,
 }
 
 #[cfg(test)]

@@ -104,12 +104,15 @@ pub async fn metrics(Extract(api): Extract<Api>) -> Json<Value> {
             json!({
                 "total_items": u.map(|u| u.total_items),
                 "size_mb": u.and_then(|u| u.size_bytes).map(|b| round2(b as f64 / 1_048_576.0)),
-                "usage_percentage": u.map(|u| round2(u.usage_fraction * 100.0)),
+                "usage_percentage": u.and_then(|u| u.usage_fraction).map(|f| round2(f * 100.0)),
                 "cleanup_priority": s.priority,
                 "oldest_age_hours": u.and_then(|u| u.oldest_age_hours).map(round2),
                 "status": s.status,
                 "error": s.error,
                 "measured_at": s.measured_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                "size_source": u.and_then(|u| u.size_source),
+                "oldest_age_source": u.and_then(|u| u.oldest_source),
+                "notes": notes(s),
             }),
         );
     }
@@ -118,6 +121,19 @@ pub async fn metrics(Extract(api): Extract<Api>) -> Json<Value> {
         out.insert("drift".into(), json!(drift));
     }
     Json(Value::Object(out))
+}
+
+/// Why a figure is null: the measurement's own notes, or why there is none yet.
+fn notes(s: &crate::snapshot::ResourceState) -> Vec<String> {
+    match (&s.usage, s.status) {
+        (Some(u), _) => u.notes.clone(),
+        (None, crate::snapshot::Status::Disabled) => vec!["not configured".into()],
+        (None, crate::snapshot::Status::Pending) => vec!["not measured yet".into()],
+        (None, _) => vec![format!(
+            "no measurement succeeded yet: {}",
+            s.error.as_deref().unwrap_or("unknown error")
+        )],
+    }
 }
 
 fn round2(x: f64) -> f64 {

@@ -93,8 +93,8 @@ impl Gauge for FakeGauge {
             resource.is_swept().then_some(Ok(Usage {
                 total_items: 1_000,
                 size_bytes: Some(1),
-                usage_fraction: fraction,
-                oldest_age_hours: None,
+                usage_fraction: Some(fraction),
+                ..Usage::default()
             }))
         })
     }

@@ -11,7 +11,7 @@ use mongodb::options::ClientOptions;
 
 use super::{BackendError, timed};
 use crate::config::MongoConn;
-use crate::resource::Usage;
+use crate::resource::{Source, Usage};
 
 const NAME: &str = "mongodb";
 
@@ -244,8 +244,15 @@ impl Mongo {
     }
 
     /// Documents and data size of the reference collection (`collStats`; a missing
-    /// collection is empty). MongoDB has no budget: its usage is reported, never acted on.
-    pub async fn measure(&self, collection: &str) -> Result<Usage, BackendError> {
+    /// collection is empty), against `budget_bytes` when there is one (without, no usage);
+    /// the age of its oldest document by `created_field` when that field is indexed.
+    pub async fn measure(
+        &self,
+        collection: &str,
+        created_field: &str,
+        budget_bytes: Option<u64>,
+        now: std::time::SystemTime,
+    ) -> Result<Usage, BackendError> {
         let stats = async {
             match self.db.run_command(doc! { "collStats": collection }).await {
                 Err(e) if is_namespace_missing(&e) => Ok(Document::new()),
@@ -261,12 +268,44 @@ impl Mongo {
                 _ => 0,
             }
         };
-        Ok(Usage {
+        let size = number("size");
+        let mut usage = Usage {
             total_items: number("count"),
-            size_bytes: Some(number("size")),
-            usage_fraction: 0.0,
-            oldest_age_hours: None,
-        })
+            size_bytes: Some(size),
+            size_source: Some(Source::Measured),
+            usage_fraction: budget_bytes.map(|b| size as f64 / b as f64),
+            ..Usage::default()
+        };
+        if budget_bytes.is_none() {
+            usage
+                .notes
+                .push("usage_percentage: no budget (set MAX_MONGODB_STORAGE_MB)".into());
+        }
+        let field = created_field.to_string();
+        if !self
+            .unindexed(collection, std::slice::from_ref(&field))
+            .await?
+            .is_empty()
+        {
+            usage.notes.push(format!(
+                "oldest_age_hours: {collection}.{created_field} has no index (finding the oldest would scan the collection)"
+            ));
+            return Ok(usage);
+        }
+        let coll = self.db.collection::<Document>(collection);
+        let oldest = coll
+            .find_one(doc! { created_field: { "$type": "date" } })
+            .sort(doc! { created_field: 1 })
+            .projection(doc! { "_id": 0, created_field: 1 });
+        if let Some(Some(Bson::DateTime(t))) = timed(NAME, self.timeout, oldest)
+            .await?
+            .map(|d| d.get(created_field).cloned())
+        {
+            let age = now.duration_since(t.to_system_time()).unwrap_or_default();
+            usage.oldest_age_hours = Some(age.as_secs_f64() / 3600.0);
+            usage.oldest_source = Some(Source::Measured);
+        }
+        Ok(usage)
     }
 }
 

@@ -100,6 +100,8 @@ pub struct Budgets {
     pub qdrant_points: u64,
     /// S3 bucket size budget, bytes.
     pub s3_bytes: u64,
+    /// MongoDB reference collection size budget, bytes (optional: without, no usage).
+    pub mongodb_bytes: Option<u64>,
 }
 
 /// Redis connection.
@@ -293,6 +295,10 @@ impl Settings {
             redis_memory_bytes: (r.positive("MAX_REDIS_MEMORY_MB")? * MIB) as u64,
             qdrant_points: r.count("MAX_QDRANT_POINTS")?,
             s3_bytes: (r.positive("MAX_MINIO_STORAGE_GB")? * MIB * 1024.0) as u64,
+            mongodb_bytes: match r.optional("MAX_MONGODB_STORAGE_MB") {
+                Some(_) => Some((r.positive("MAX_MONGODB_STORAGE_MB")? * MIB) as u64),
+                None => None,
+            },
         };
 
         let redis = r

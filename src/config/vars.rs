@@ -118,6 +118,11 @@ pub const VARS: &[Var] = &[
         "50",
         "S3 bucket budget, GiB (measured by listing).",
     ),
+    var(
+        "MAX_MONGODB_STORAGE_MB",
+        "",
+        "MongoDB budget (the documents collection's data size), MiB; empty: measured without usage or priority.",
+    ),
     // connections: a backend without its URL is disabled
     var(
         "REDIS_URL",

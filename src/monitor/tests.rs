@@ -18,8 +18,8 @@ impl Gauge for FakeGauge {
             r.map(|fraction| Usage {
                 total_items: 10,
                 size_bytes: Some(100),
-                usage_fraction: fraction,
-                oldest_age_hours: None,
+                usage_fraction: Some(fraction),
+                ..Usage::default()
             })
             .map_err(|()| BackendError::Request {
                 backend: "fake",
@@ -62,7 +62,7 @@ async fn queues_a_task_for_each_swept_store_under_pressure_and_merges_repeats() 
     answers[Resource::Redis] = Some(Ok(0.8)); // HIGH
     answers[Resource::Qdrant] = Some(Ok(0.95)); // CRITICAL
     answers[Resource::S3] = Some(Ok(0.6)); // MEDIUM: nothing to do
-    answers[Resource::MongoDb] = Some(Ok(0.99)); // measured, never swept
+    answers[Resource::MongoDb] = Some(Ok(0.99)); // over its budget, but never swept
     let (mut m, _) = monitor(answers);
     let summary = m.work(&CancellationToken::new()).await.unwrap();
     assert_eq!(summary, "measured 4 stores, 0 failed; queued 2 tasks");
@@ -89,7 +89,11 @@ async fn queues_a_task_for_each_swept_store_under_pressure_and_merges_repeats() 
         ]
     );
     assert_eq!(tasks[1].task.reason, "High resource usage: 80.0%");
-    assert_eq!(m.snapshot.priority(Resource::MongoDb), Priority::Low);
+    assert_eq!(
+        m.snapshot.priority(Resource::MongoDb),
+        Priority::Critical,
+        "shown, not acted on"
+    );
     // the next cycle merges into the pending tasks instead of queueing more
     m.work(&CancellationToken::new()).await.unwrap();
     assert_eq!(m.scheduler.pending(), 2);
@@ -107,7 +111,7 @@ async fn a_failing_store_keeps_its_last_usage_and_the_others_are_measured() {
     assert_eq!(summary, "measured 1 stores, 1 failed; queued 0 tasks");
     let redis = &m.snapshot.all()[Resource::Redis];
     assert_eq!(redis.status, crate::snapshot::Status::Error);
-    assert_eq!(redis.usage.as_ref().unwrap().usage_fraction, 0.2);
+    assert_eq!(redis.usage.as_ref().unwrap().usage_fraction, Some(0.2));
     // unconfigured stores are not measured at all
     assert_eq!(
         m.snapshot.all()[Resource::Qdrant].status,

@@ -140,12 +140,26 @@ async fn reports_measured_metrics_for_all_four_backends() {
     assert!(m["minio"]["size_mb"].as_f64().unwrap() >= 0.02);
     assert!(m["minio"]["oldest_age_hours"].as_f64().is_some());
     assert!(m["qdrant"]["total_items"].as_u64().unwrap() >= 11);
-    assert_eq!(
-        m["qdrant"]["size_mb"],
-        Value::Null,
-        "Qdrant reports no bytes: never estimated"
-    );
+    // Qdrant reports no bytes over gRPC: the vectors' size is estimated, and says so
+    assert!(m["qdrant"]["size_mb"].is_number(), "{m:#}");
+    assert_eq!(m["qdrant"]["size_source"], "estimated");
+    // Redis: the oldest idle time of a sample of keys
+    assert!(m["redis"]["oldest_age_hours"].is_number(), "{m:#}");
+    assert_eq!(m["redis"]["oldest_age_source"], "sampled");
     assert_eq!(m["mongodb"]["total_items"], 7, "this test's own database");
+    // no MongoDB budget: no usage rather than a fake 0, and a note says why; no index on
+    // created_at: no oldest age, and a note says why
+    assert_eq!(m["mongodb"]["usage_percentage"], Value::Null);
+    let notes = m["mongodb"]["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("MAX_MONGODB_STORAGE_MB"))
+            && notes
+                .iter()
+                .any(|n| n.as_str().unwrap().contains("has no index")),
+        "{notes:?}"
+    );
     for key in ["redis", "qdrant", "minio", "mongodb"] {
         assert_eq!(m[key]["cleanup_priority"], "LOW");
     }

@@ -286,8 +286,9 @@ fn exported_metrics() -> BTreeSet<String> {
     let usage = Usage {
         total_items: 1,
         size_bytes: Some(1),
-        usage_fraction: 0.5,
+        usage_fraction: Some(0.5),
         oldest_age_hours: Some(1.0),
+        ..Usage::default()
     };
     m.record_usage(Resource::Redis, &usage, Priority::Medium);
     m.record_measure_error(Resource::Redis);
@@ -306,6 +307,7 @@ fn exported_metrics() -> BTreeSet<String> {
         indexed_vectors: 1,
         timestamp_indexed: true,
         oldest_age: Some(std::time::Duration::from_secs(1)),
+        vector_bytes: Some(16),
     }]);
     m.record_dedup(1, true);
     let mut drift = resource_janitor::drift::Drift::default();

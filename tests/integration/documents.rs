@@ -445,3 +445,52 @@ async fn mongodb_stopped_mid_pass_deletes_nothing_more_and_fails_closed() {
         "the step is named"
     );
 }
+
+#[tokio::test]
+async fn mongodb_is_measured_against_its_budget_with_its_oldest_document() {
+    let svc = require_services!();
+    let ns = Namespace::new("mongo-measure");
+    let uri = svc.get("MONGODB_URI");
+    let db = mongodb::Client::with_uri_str(uri)
+        .await
+        .unwrap()
+        .database(&ns.mongo_db());
+    let docs = db.collection::<Document>("documents");
+    for days in [1u64, 10, 3] {
+        let t = SystemTime::now() - Duration::from_secs(days * DAY);
+        docs.insert_one(
+            doc! { "created_at": DateTime::from_system_time(t), "pad": "x".repeat(100) },
+        )
+        .await
+        .unwrap();
+    }
+    docs.create_index(
+        mongodb::IndexModel::builder()
+            .keys(doc! { "created_at": 1 })
+            .build(),
+    )
+    .await
+    .unwrap();
+    let conn = resource_janitor::config::MongoConn {
+        uri: resource_janitor::secret::SecretUrl::new(uri.to_string()),
+        database: ns.mongo_db(),
+    };
+    let mongo = resource_janitor::backend::mongo::Mongo::connect(&conn, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let u = mongo
+        .measure(
+            "documents",
+            "created_at",
+            Some(1024 * 1024),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(u.total_items, 3);
+    let hours = u.oldest_age_hours.unwrap();
+    assert!((239.0..241.0).contains(&hours), "{hours}");
+    let fraction = u.usage_fraction.unwrap();
+    assert!(fraction > 0.0 && fraction < 0.01, "{fraction}");
+    assert!(u.notes.is_empty(), "{:?}", u.notes);
+}

@@ -10,15 +10,16 @@ use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use qdrant_client::qdrant::{
-    CollectionInfo, Condition, CountPointsBuilder, Direction, Filter, OrderByBuilder,
-    PayloadIncludeSelector, RetrievedPoint, ScrollPointsBuilder, Value,
+    CollectionInfo, Condition, CountPointsBuilder, Datatype, Direction, Filter, OrderByBuilder,
+    PayloadIncludeSelector, RetrievedPoint, ScrollPointsBuilder, Value, VectorParams,
+    vectors_config,
 };
 use qdrant_client::{Qdrant as Client, QdrantError};
 
 use self::timestamp::IndexKind;
 use super::BackendError;
 use crate::config::{QdrantConn, TimestampFormat};
-use crate::resource::Usage;
+use crate::resource::{Source, Usage};
 
 const NAME: &str = "qdrant";
 /// Retries of a call that failed transiently (server unavailable, timeout, overloaded).
@@ -307,12 +308,30 @@ impl Qdrant {
         }
         let total: u64 = stats.iter().map(|s| s.points).sum();
         let oldest = stats.iter().filter_map(|s| s.oldest_age).max();
+        // the server reports no byte size over gRPC: the vectors' size is estimated
+        let bytes: Option<u64> = stats.iter().map(|s| s.vector_bytes).sum();
+        let mut notes = vec![
+            "size_mb: estimated from points x dimension x bytes per element of every named vector (payloads and indexes not counted)".to_string(),
+        ];
+        let unindexed: Vec<&str> = stats
+            .iter()
+            .filter(|s| s.oldest_age.is_none())
+            .map(|s| s.name.as_str())
+            .collect();
+        if oldest.is_none() || !unindexed.is_empty() {
+            notes.push(format!(
+                "oldest_age_hours: only from collections with a range index on the timestamp field (not: {})",
+                unindexed.join(", ")
+            ));
+        }
         let usage = Usage {
             total_items: total,
-            // the server reports no byte size over gRPC; it is not estimated from counts
-            size_bytes: None,
-            usage_fraction: total as f64 / budget_points as f64,
+            size_bytes: bytes,
+            size_source: bytes.map(|_| Source::Estimated),
+            usage_fraction: Some(total as f64 / budget_points as f64),
             oldest_age_hours: oldest.map(|a| a.as_secs_f64() / 3600.0),
+            oldest_source: oldest.map(|_| Source::Measured),
+            notes,
         };
         Ok((usage, stats))
     }
@@ -337,15 +356,37 @@ impl Qdrant {
                 .and_then(|e| timestamp::instant(&value, e))
                 .and_then(|t| now.duration_since(t).ok());
         }
+        let points = info.points_count.unwrap_or(0);
+        let per_point = info
+            .config
+            .as_ref()
+            .and_then(|c| c.params.as_ref())
+            .and_then(|p| p.vectors_config.as_ref())
+            .and_then(|v| v.config.as_ref())
+            .map(|config| match config {
+                vectors_config::Config::Params(p) => vector_bytes(p),
+                vectors_config::Config::ParamsMap(m) => m.map.values().map(vector_bytes).sum(),
+            });
         Ok(CollectionStats {
             name: name.to_string(),
-            points: info.points_count.unwrap_or(0),
+            points,
             segments: info.segments_count,
             indexed_vectors: info.indexed_vectors_count.unwrap_or(0),
             timestamp_indexed: indexed,
             oldest_age,
+            vector_bytes: per_point.map(|b| b.saturating_mul(points)),
         })
     }
+}
+
+/// Bytes of one vector: dimension x bytes per element (float32 by default).
+fn vector_bytes(p: &VectorParams) -> u64 {
+    let element = match p.datatype.and_then(|d| Datatype::try_from(d).ok()) {
+        Some(Datatype::Uint8) => 1,
+        Some(Datatype::Float16) => 2,
+        _ => 4,
+    };
+    p.size * element
 }
 
 /// A payload selector for `fields` (none: no payload).

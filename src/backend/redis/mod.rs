@@ -13,7 +13,10 @@ use redis::aio::ConnectionManager;
 
 use super::{BackendError, timed};
 use crate::config::RedisConn;
-use crate::resource::Usage;
+use crate::resource::{Source, Usage};
+
+/// Random keys whose idle time is sampled per server when measuring.
+const IDLE_SAMPLE: usize = 20;
 
 const NAME: &str = "redis";
 
@@ -151,15 +154,56 @@ impl Redis {
         })
     }
 
-    /// `used_memory` against the budget, and `DBSIZE`.
+    /// `used_memory` against the budget, `DBSIZE`, and the oldest idle time among a bounded
+    /// sample of random keys (as Redis's own eviction samples), marked as sampled.
     pub async fn measure(&self, budget_bytes: u64) -> Result<Usage, BackendError> {
-        let f = self.memory_and_size().await?;
-        Ok(Usage {
+        let shards = self.shards().await?;
+        let f = Self::memory_and_size_of(&shards).await?;
+        let mut usage = Usage {
             total_items: f.keys,
             size_bytes: Some(f.used_memory),
-            usage_fraction: f.used_memory as f64 / budget_bytes as f64,
-            oldest_age_hours: None,
-        })
+            size_source: Some(Source::Measured),
+            usage_fraction: Some(f.used_memory as f64 / budget_bytes as f64),
+            ..Usage::default()
+        };
+        if f.lfu {
+            usage.notes.push(
+                "oldest_age_hours: maxmemory-policy is LFU, the server tracks no idle time".into(),
+            );
+            return Ok(usage);
+        }
+        let mut oldest: Option<u64> = None;
+        for shard in &shards {
+            oldest = oldest.max(shard.sample_idle().await?);
+        }
+        usage.oldest_age_hours = oldest.map(|secs| secs as f64 / 3600.0);
+        usage.oldest_source = oldest.map(|_| Source::Sampled);
+        usage.notes.push(format!(
+            "oldest_age_hours: the longest idle time of {IDLE_SAMPLE} random keys per server (a sample, as Redis's eviction takes)"
+        ));
+        Ok(usage)
+    }
+
+    /// The longest OBJECT IDLETIME among [`IDLE_SAMPLE`] RANDOMKEYs of this server, in one
+    /// round trip each way (`None` for an empty database).
+    async fn sample_idle(&self) -> Result<Option<u64>, BackendError> {
+        let mut con = self.connection().await?;
+        let mut pipe = redis::pipe();
+        for _ in 0..IDLE_SAMPLE {
+            pipe.cmd("RANDOMKEY");
+        }
+        let keys: Vec<Option<Vec<u8>>> =
+            timed(NAME, self.timeout, pipe.query_async(&mut con)).await?;
+        let keys: Vec<Vec<u8>> = keys.into_iter().flatten().collect();
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("OBJECT").arg("IDLETIME").arg(k);
+        }
+        let idle: Vec<Option<u64>> = timed(NAME, self.timeout, pipe.query_async(&mut con)).await?;
+        Ok(idle.into_iter().flatten().max())
     }
 }
 

@@ -18,7 +18,7 @@ use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 
 use super::{BackendError, timed};
 use crate::config::S3Conn;
-use crate::resource::Usage;
+use crate::resource::{Source, Usage};
 
 const NAME: &str = "s3";
 
@@ -61,10 +61,13 @@ impl Listing {
         Usage {
             total_items: self.objects,
             size_bytes: Some(self.bytes),
-            usage_fraction: self.bytes as f64 / budget_bytes as f64,
+            size_source: Some(Source::Measured),
+            usage_fraction: Some(self.bytes as f64 / budget_bytes as f64),
             oldest_age_hours: self
                 .oldest
                 .map(|t| crate::time::hours(crate::time::age(now, t))),
+            oldest_source: self.oldest.map(|_| Source::Measured),
+            notes: Vec::new(),
         }
     }
 }
