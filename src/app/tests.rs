@@ -438,37 +438,16 @@ async fn a_full_queue_drops_the_lowest_priority_oldest_task_and_counts_it() {
         running.iter().all(|t| t.3 == "running") && running.len() == 3,
         "{running:?}"
     );
-    let cleanup = |rt: &str, p: &str, dry: bool| serde_json::json!({"resource_type": rt, "priority": p, "dry_run": dry});
-    let (s, _) = d
-        .post(
-            "/api/resources/cleanup",
-            cleanup("redis_cache", "MEDIUM", false),
-        )
-        .await;
-    assert_eq!(s, 202);
-    let (s, _) = d
-        .post(
-            "/api/resources/cleanup",
-            cleanup("qdrant_vectors", "MEDIUM", false),
-        )
-        .await;
-    assert_eq!(s, 202);
-    // full: a LOW newcomer is the lowest, so it is the one dropped
-    let (s, body) = d
-        .post(
-            "/api/resources/cleanup",
-            cleanup("minio_files", "LOW", false),
-        )
-        .await;
-    assert_eq!(s, 503, "{body}");
+    let queue = async |rt: &str, p: &str| {
+        let body = serde_json::json!({"resource_type": rt, "priority": p});
+        d.post("/api/resources/cleanup", body).await.0
+    };
+    assert_eq!(queue("redis_cache", "MEDIUM").await, 202);
+    assert_eq!(queue("qdrant_vectors", "MEDIUM").await, 202);
+    // full: a LOW newcomer is the lowest, so it is the one dropped (503: nothing queued)
+    assert_eq!(queue("minio_files", "LOW").await, 503);
     // a HIGH newcomer displaces the oldest MEDIUM task
-    let (s, _) = d
-        .post(
-            "/api/resources/cleanup",
-            cleanup("minio_files", "HIGH", false),
-        )
-        .await;
-    assert_eq!(s, 202);
+    assert_eq!(queue("minio_files", "HIGH").await, 202);
     let pending: Vec<_> = d
         .tasks()
         .await
