@@ -66,6 +66,28 @@ async fn manual_cleanup_accepted_waited_and_rate_limited() {
         body["message"],
         "Cleanup completed. Total items deleted: 10"
     );
+    // the OpenAPI document's example and schema agree with the real answer
+    let doc = d.get_json("/api/openapi.json").await;
+    let schema = &doc["components"]["schemas"]["CleanupResult"];
+    for key in schema["required"].as_array().unwrap() {
+        assert!(
+            body.get(key.as_str().unwrap()).is_some(),
+            "{key} missing: {body:#}"
+        );
+    }
+    let example = &schema["example"];
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        keys(&example["deleted_counts"]),
+        keys(&body["deleted_counts"])
+    );
+    for key in keys(example) {
+        assert_eq!(
+            std::mem::discriminant(&example[&key]),
+            std::mem::discriminant(&body[&key]),
+            "{key}: the example's type is the answer's"
+        );
+    }
 
     let runs = d.get_json("/api/resources/runs").await;
     let runs = runs["runs"].as_array().unwrap();
