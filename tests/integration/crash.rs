@@ -152,3 +152,72 @@ async fn sigkill_mid_batch_twenty_times_every_deleted_key_audited_exactly_once()
         deleted.len()
     );
 }
+
+/// A tmpfs of `kib` KiB mounted at a fresh directory, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(kib: u32) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs (the tests run as root)");
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_filesystem_under_the_audit_log_deletes_nothing_and_says_why() {
+    let svc = require_services!();
+    let ns = Namespace::new("audit-full");
+    let url = ns.fresh_redis(svc).await;
+    support::fill_redis(&url, "tmp:", 1000).await;
+    // 16 pages: the plan's spool of 1,000 keys (about 9) fits, its intent (9 more) does not
+    let fs = Tmpfs::mount(64);
+    let audit = fs.dir.path().join("audit.jsonl");
+    let dir = daemon::tempdir();
+    let mut env = daemon::redis_env(svc, &ns, dir.path());
+    env.retain(|(k, _)| k != "JANITOR_AUDIT_LOG");
+    env.extend(
+        [
+            ("JANITOR_REDIS_POLICIES", "tmp:*=delete"),
+            ("JANITOR_MAX_DELETE_FRACTION", "1"),
+            ("JANITOR_AUDIT_LOG", audit.to_str().unwrap()),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let out = daemon::tempdir();
+    let status = daemon::janitor(&env, &out)
+        .args(["sweep", "--once", "--resource", "redis"])
+        .status()
+        .unwrap();
+    let stdout = std::fs::read_to_string(out.path().join("stdout.log")).unwrap();
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("failed_closed"), "{stdout}");
+    assert!(
+        stdout.contains("audit log unwritable, nothing (more) deleted"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("No space left on device"), "{stdout}");
+    assert_eq!(
+        support::count_keys(&url, "tmp:*").await,
+        1000,
+        "nothing deleted"
+    );
+    // no torn line for the next append to be glued to
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'), "{text:?}");
+}
