@@ -1,10 +1,11 @@
 //! Runs sweeps under the safety model. The only path from a plan to a deletion.
 //!
-//! [`Engine::run`]: plan → cap check → (dry-run stops here) → apply batch by batch, each
-//! batch audited (fsync) right after it is applied, shutdown checked between batches → run
-//! record, metrics, log line. One run per resource at a time (the dispatcher already starts
-//! one per store; the lock also covers `janitor sweep --once` beside it). Any reference-source error stops the run with
-//! nothing more deleted (`failed_closed`).
+//! [`Engine::run`]: settle the store's open intents → plan → cap check → (dry-run stops
+//! here) → apply batch by batch, each written ahead in the audit log (its intent fsynced
+//! before, its outcome after), shutdown checked between batches → run record, metrics, log
+//! line. One run per resource at a time (the dispatcher already starts one per store; the
+//! lock also covers `janitor sweep --once` beside it). Any reference-source error stops the
+//! run with nothing more deleted (`failed_closed`).
 
 use std::sync::Arc;
 use std::time::SystemTime;

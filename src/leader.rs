@@ -269,7 +269,7 @@ impl Leadership {
 pub struct LeaseError(#[from] BackendError);
 
 /// The worker that keeps the lease: renews it, or tries to take it, every third of the
-/// lease, and wakes the sweep loops when this replica becomes leader.
+/// lease, and wakes the sweep timers when this replica becomes leader.
 pub struct LeaseWorker {
     leadership: Arc<Leadership>,
     on_elected: Box<dyn Fn() + Send + Sync>,

@@ -198,7 +198,7 @@ pub enum Priority {
     Medium,
     /// A cleanup task is queued; sweeps may use the pressure TTL.
     High,
-    /// The task runs at once and the loop runs back to back.
+    /// The task starts at once and the store's timer fires back to back.
     Critical,
 }
 

@@ -69,17 +69,17 @@ pub const VARS: &[Var] = &[
     var(
         "REDIS_CLEANUP_INTERVAL_SECONDS",
         "3600",
-        "Interval of the Redis sweep loop.",
+        "Interval of the Redis sweep timer (each firing queues a cleanup task).",
     ),
     var(
         "QDRANT_CLEANUP_INTERVAL_SECONDS",
         "21600",
-        "Interval of the Qdrant sweep loop.",
+        "Interval of the Qdrant sweep timer (each firing queues a cleanup task).",
     ),
     var(
         "MINIO_CLEANUP_INTERVAL_SECONDS",
         "86400",
-        "Interval of the S3 sweep loop.",
+        "Interval of the S3 sweep timer (each firing queues a cleanup task).",
     ),
     var(
         "RESOURCE_MONITORING_INTERVAL_SECONDS",

@@ -21,7 +21,7 @@ const IDLE_SAMPLE: usize = 20;
 const NAME: &str = "redis";
 
 /// A Redis client. Connects on first use and reconnects after a failure, so a server that
-/// is down at startup degrades the Redis loop only.
+/// is down at startup degrades the Redis timer's runs only.
 #[derive(Clone)]
 pub struct Redis {
     client: redis::Client,
