@@ -263,16 +263,19 @@ impl DocumentsSweeper {
             .map_err(step("session re-check"))?;
         let (skipped, go): (Vec<&PlannedItem>, Vec<&PlannedItem>) =
             batch.items.iter().partition(|i| held.contains(&i.id));
-        let go_ids: Vec<String> = go.iter().map(|i| i.id.clone()).collect();
-        let details: Vec<Detail> = go
-            .iter()
-            .map(|i| {
-                i.detail
-                    .clone()
-                    .and_then(|d| serde_json::from_value(d).ok())
-                    .unwrap_or_default()
-            })
-            .collect();
+        // a document whose dependents cannot be read from the plan is not touched (its
+        // files would be left behind): doubt keeps it
+        let mut unreadable = Vec::new();
+        let (mut go_ids, mut details) = (Vec::new(), Vec::new());
+        for item in go {
+            match item.detail.clone().map(serde_json::from_value::<Detail>) {
+                Some(Ok(detail)) => {
+                    go_ids.push(item.id.clone());
+                    details.push(detail);
+                }
+                _ => unreadable.push(item.id.clone()),
+            }
+        }
         select::mark(&self.mongo, s, &go_ids, Some(ctx.now))
             .await
             .map_err(step("marking"))?;
@@ -293,7 +296,7 @@ impl DocumentsSweeper {
             skipped: skipped.iter().map(|i| i.id.clone()).collect(),
             ..Applied::default()
         };
-        let mut failed: HashSet<String> = HashSet::new();
+        let mut failed: HashSet<String> = unreadable.into_iter().collect();
         let dependents = self
             .delete_dependents(run, &go_ids, &details, &shared)
             .await;
@@ -304,7 +307,8 @@ impl DocumentsSweeper {
             }
             Err(e) => {
                 // the documents stay: the next pass selects them again and finishes
-                applied.failed = go_ids;
+                failed.extend(go_ids);
+                applied.failed = failed.into_iter().collect();
                 applied.interrupted = Some(e);
                 return Ok(applied);
             }
@@ -317,7 +321,8 @@ impl DocumentsSweeper {
         match select::delete(&self.mongo, s, &confirmed).await {
             Ok(n) => applied.deleted = n,
             Err(e) => {
-                applied.failed = go_ids;
+                failed.extend(go_ids);
+                applied.failed = failed.into_iter().collect();
                 applied.interrupted = Some(step("deleting documents")(e));
                 return Ok(applied);
             }
