@@ -51,6 +51,9 @@ pub struct Outcome {
     pub deleted: u64,
     /// Items given a TTL.
     pub expired: u64,
+    /// Bytes the deleted items held, as measured (0 where the store cannot say).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub bytes_freed: u64,
     /// Items not confirmed: the store refused them, or the connection broke before it
     /// answered (then an item may have been applied all the same).
     pub failed: Vec<String>,
@@ -67,21 +70,29 @@ impl Outcome {
     /// The outcome of `batch` found by asking the store: `not_applied` are the items it still
     /// holds as planned; the others were applied.
     pub fn recovered(batch: &Batch, not_applied: Vec<String>) -> Outcome {
-        let (mut deleted, mut expired) = (0, 0);
+        let (mut deleted, mut expired, mut bytes_freed) = (0, 0, 0);
         for item in batch.items.iter().filter(|i| !not_applied.contains(&i.id)) {
             match item.action {
-                Action::Delete => deleted += 1,
+                Action::Delete => {
+                    deleted += 1;
+                    bytes_freed += item.bytes().unwrap_or(0);
+                }
                 Action::Expire(_) => expired += 1,
             }
         }
         Outcome {
             deleted,
             expired,
+            bytes_freed,
             not_applied,
             recovered: true,
             ..Outcome::default()
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]

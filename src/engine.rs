@@ -161,6 +161,7 @@ impl Engine {
             planned_expirations: 0,
             deleted: 0,
             expired: 0,
+            bytes_freed: 0,
             skipped: 0,
             failed: 0,
             notes: Vec::new(),
@@ -301,12 +302,14 @@ impl Engine {
             };
             record.deleted += applied.deleted;
             record.expired += applied.expired;
+            record.bytes_freed += applied.bytes_freed;
             record.skipped += applied.skipped.len() as u64;
             record.failed += applied.failed.len() as u64;
             record.notes.extend(applied.notes);
             let outcome = BatchOutcome {
                 deleted: applied.deleted,
                 expired: applied.expired,
+                bytes_freed: applied.bytes_freed,
                 failed: applied.failed,
                 skipped: applied.skipped,
                 ..BatchOutcome::default()

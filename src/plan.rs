@@ -56,6 +56,20 @@ impl PlannedItem {
         }
     }
 
+    /// An object removed whose size the listing gave: the audit log and the run's
+    /// `bytes_freed` count it once the store confirms the deletion.
+    pub fn delete_sized(id: impl Into<String>, bytes: u64) -> Self {
+        Self {
+            detail: Some(serde_json::json!({ "bytes": bytes })),
+            ..Self::delete(id)
+        }
+    }
+
+    /// The item's size when it was planned, if it was measured.
+    pub fn bytes(&self) -> Option<u64> {
+        self.detail.as_ref()?.get("bytes")?.as_u64()
+    }
+
     /// An item given a TTL of `secs`.
     pub fn expire(id: impl Into<String>, secs: u64) -> Self {
         Self {

@@ -108,6 +108,9 @@ pub struct RunRecord {
     pub deleted: u64,
     /// Items given a TTL.
     pub expired: u64,
+    /// Bytes the deleted items held, as measured (S3 object sizes, Redis MEMORY USAGE of
+    /// each key as it was unlinked); Qdrant points and documents are not measured.
+    pub bytes_freed: u64,
     /// Items skipped because they changed since planning.
     pub skipped: u64,
     /// Items the store failed to delete.

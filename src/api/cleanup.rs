@@ -196,7 +196,8 @@ pub async fn cleanup(
 
 /// The seed's answer: `success`, `deleted_counts` with `redis`, `qdrant` and `minio` always
 /// there (0 when that store did not run), `message`; plus `expired_counts` (keys given a
-/// TTL) and the run records.
+/// TTL), `bytes_freed` (measured: S3 object sizes, Redis MEMORY USAGE; Qdrant points are
+/// not counted) and the run records.
 fn results(records: &[RunRecord], lost: &[String]) -> Value {
     let mut deleted = serde_json::Map::new();
     let mut expired = serde_json::Map::new();
@@ -209,6 +210,7 @@ fn results(records: &[RunRecord], lost: &[String]) -> Value {
         expired.insert(r.resource.api_key().into(), json!(r.expired));
     }
     let total: u64 = records.iter().map(|r| r.deleted).sum();
+    let bytes_freed: u64 = records.iter().map(|r| r.bytes_freed).sum();
     let success = lost.is_empty() && records.iter().all(|r| r.outcome.is_success());
     let mut message = format!("Cleanup completed. Total items deleted: {total}");
     if !lost.is_empty() {
@@ -218,6 +220,7 @@ fn results(records: &[RunRecord], lost: &[String]) -> Value {
         "success": success,
         "deleted_counts": deleted,
         "expired_counts": expired,
+        "bytes_freed": bytes_freed,
         "message": message,
         "runs": records,
     })

@@ -58,6 +58,8 @@ pub fn document() -> Value {
                         "deleted_counts": { "type": "object", "required": ["redis", "qdrant", "minio"],
                             "additionalProperties": { "type": "integer" } },
                         "expired_counts": { "type": "object", "additionalProperties": { "type": "integer" } },
+                        "bytes_freed": { "type": "integer", "minimum": 0,
+                            "description": "Measured: S3 object sizes from the listing, Redis MEMORY USAGE of each key as it was unlinked; Qdrant points are not counted" },
                         "message": { "type": "string" },
                         "runs": { "type": "array" }
                     },

@@ -61,6 +61,9 @@ pub struct Applied {
     pub deleted: u64,
     /// Items given a TTL.
     pub expired: u64,
+    /// Bytes the deleted items held, as measured (S3 object sizes from the listing, Redis
+    /// MEMORY USAGE as each key is unlinked); 0 where the store cannot say (Qdrant points).
+    pub bytes_freed: u64,
     /// Items left alone because they changed since planning (a key that got a TTL or was
     /// read, an object already gone).
     pub skipped: Vec<String>,

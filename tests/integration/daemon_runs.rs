@@ -66,6 +66,11 @@ async fn manual_cleanup_accepted_waited_and_rate_limited() {
         body["message"],
         "Cleanup completed. Total items deleted: 10"
     );
+    // MEMORY USAGE of each key as it was unlinked: a key costs at least its name and value
+    let freed = body["bytes_freed"]
+        .as_u64()
+        .expect("bytes_freed is a count");
+    assert!((10 * 16..10 * 4096).contains(&freed), "{freed}");
     // the OpenAPI document's example and schema agree with the real answer
     let doc = d.get_json("/api/openapi.json").await;
     let schema = &doc["components"]["schemas"]["CleanupResult"];

@@ -221,6 +221,9 @@ async fn deletes_exactly_the_old_unreferenced_objects_and_dry_run_matches() {
         "the real run applies what the dry run showed"
     );
     assert_eq!(real.record.deleted, expected.len() as u64);
+    // measured from the listing: 10 bytes each but zero.bin
+    let zero = expected.iter().filter(|k| k.ends_with("zero.bin")).count() as u64;
+    assert_eq!(real.record.bytes_freed, 10 * (expected.len() as u64 - zero));
     let after = list(&garage).await;
     let gone: BTreeSet<String> = before.difference(&after).cloned().collect();
     assert_eq!(gone, expected);

@@ -43,8 +43,9 @@ const NAME: &str = "redis";
 const SHARED_REFCOUNT: i64 = i32::MAX as i64;
 
 /// For each key in `ARGV[2..]`: unlinks it only if it has no TTL and, when `ARGV[1]` > 0, has
-/// been idle that many seconds (and is not a shared integer). Returns 1 (unlinked) or 0
-/// (left alone) per key; a key given twice counts once. The checks and the one UNLINK of
+/// been idle that many seconds (and is not a shared integer). Returns per key the bytes it
+/// held (MEMORY USAGE, sampled as the server does for large aggregates; at least 1) if it
+/// was unlinked, or 0 if it was left alone; a key given twice counts once. The checks and the one UNLINK of
 /// every key that passed them (one per key on a cluster node, which refuses an UNLINK over
 /// several slots) are one atomic step. Keys are passed as arguments, not KEYS, so one call
 /// may touch keys of several slots on a cluster node (see [`super::cluster`]).
@@ -57,7 +58,9 @@ for i = 2, #ARGV do
   if not seen[key] and redis.call('PTTL', key) == -1 then
     if limit == 0 or (redis.call('OBJECT', 'REFCOUNT', key) ~= 2147483647
         and redis.call('OBJECT', 'IDLETIME', key) >= limit) then
-      r = 1
+      -- a server that refuses MEMORY (renamed away) still gets its keys unlinked
+      local bytes = redis.pcall('MEMORY', 'USAGE', key)
+      r = (type(bytes) == 'number' and bytes > 0) and bytes or 1
       doomed[#doomed + 1] = key
     end
   end
@@ -593,7 +596,10 @@ impl RedisSweeper {
             };
             for ((item, _), r) in chunk.iter().zip(per_key) {
                 match r {
-                    redis::Value::Int(1) => applied.deleted += 1,
+                    redis::Value::Int(bytes) if bytes > 0 => {
+                        applied.deleted += 1;
+                        applied.bytes_freed += bytes as u64;
+                    }
                     _ => applied.skipped.push(item.id.clone()),
                 }
             }

@@ -19,6 +19,7 @@
 //! recorded. On a versioned bucket DeleteObjects without version ids removes the current
 //! version only (S3 keeps the older versions behind a delete marker).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -31,7 +32,7 @@ use crate::backend::mongo::Mongo;
 use crate::backend::sweep::{Applied, Sweep, SweepContext, SweepError};
 use crate::config::S3Sweep;
 use crate::metrics::Metrics;
-use crate::plan::{Action, Batch, Plan, PlannedItem};
+use crate::plan::{Batch, Plan, PlannedItem};
 use crate::resource::Resource;
 
 const NAME: &str = "s3";
@@ -185,7 +186,7 @@ impl S3Sweeper {
                 prefix.clone()
             };
             // old keys awaiting their reference check, unreferenced ones awaiting a batch
-            let (mut pending, mut ready): (Vec<String>, Vec<PlannedItem>) =
+            let (mut pending, mut ready): (Vec<(String, u64)>, Vec<PlannedItem>) =
                 (Vec::new(), Vec::new());
             let mut pages = self.s3.list_pages(prefix);
             loop {
@@ -223,13 +224,13 @@ impl S3Sweeper {
                     if self.protected(key) || modified.is_none_or(|m| m > cutoff) {
                         continue;
                     }
-                    candidates.push(key.to_string());
+                    candidates.push((key.to_string(), object.size().unwrap_or(0).max(0) as u64));
                 }
                 old += candidates.len() as u64;
                 // reference checks go out 1000 keys at a time, across pages
                 pending.extend(candidates);
                 while pending.len() >= DELETE_OBJECTS_MAX {
-                    let keys: Vec<String> = pending.drain(..DELETE_OBJECTS_MAX).collect();
+                    let keys: Vec<(String, u64)> = pending.drain(..DELETE_OBJECTS_MAX).collect();
                     planned += self
                         .plan_unreferenced(
                             (&mut plan, &mut run),
@@ -293,21 +294,19 @@ impl S3Sweeper {
         &self,
         (plan, run): (&mut Plan, &mut S3Run),
         (target, reason): (&str, &str),
-        keys: Vec<String>,
+        sized: Vec<(String, u64)>,
         ready: &mut Vec<PlannedItem>,
         last: bool,
     ) -> Result<u64, SweepError> {
         run.first_check.get_or_insert_with(Instant::now);
+        let keys: Vec<String> = sized.iter().map(|(k, _)| k.clone()).collect();
         let referenced = self.referenced(&keys).await?;
         let before = ready.len();
         ready.extend(
-            keys.into_iter()
-                .filter(|k| !referenced.contains(k))
-                .map(|id| PlannedItem {
-                    id,
-                    action: Action::Delete,
-                    detail: None,
-                }),
+            sized
+                .into_iter()
+                .filter(|(k, _)| !referenced.contains(k))
+                .map(|(id, bytes)| PlannedItem::delete_sized(id, bytes)),
         );
         let planned = (ready.len() - before) as u64;
         while ready.len() >= DELETE_OBJECTS_MAX || (last && !ready.is_empty()) {
@@ -343,6 +342,13 @@ impl S3Sweeper {
             run.rechecked.fetch_add(1, Ordering::Relaxed);
             self.referenced(&keys).await?
         };
+        let sizes: HashMap<&str, u64> = batch
+            .items
+            .iter()
+            .filter_map(|i| Some((i.id.as_str(), i.bytes()?)))
+            .collect();
+        let size_of =
+            |keys: &[String]| -> u64 { keys.iter().filter_map(|k| sizes.get(k.as_str())).sum() };
         let mut applied = Applied::default();
         let (keep, delete): (Vec<String>, Vec<String>) =
             keys.into_iter().partition(|k| referenced.contains(k));
@@ -359,6 +365,7 @@ impl S3Sweeper {
                 }
                 let failed = self.s3.delete_objects(&pending).await?;
                 applied.deleted += (pending.len() - failed.len()) as u64;
+                applied.bytes_freed += size_of(&pending) - size_of(&failed);
                 pending = failed;
                 if pending.is_empty() {
                     break;

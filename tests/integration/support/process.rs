@@ -315,7 +315,7 @@ fn rand_bytes(n: usize) -> Vec<u8> {
 /// Polls a plain-HTTP GET until it answers 200.
 fn wait_http_ok(addr: &str, path: &str) {
     use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(mut s) = TcpStream::connect(addr) {
             let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
