@@ -27,6 +27,7 @@ use crate::alert::Alerts;
 use crate::api::ApiContext;
 use crate::audit::{AuditError, AuditLog};
 use crate::backend::{BackendError, Backends};
+use crate::breakdown::cache::BreakdownCache;
 use crate::config::Settings;
 use crate::dedup::DedupIndex;
 use crate::drift::DriftBoard;
@@ -162,7 +163,7 @@ pub async fn run(
 pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let Janitor {
         settings,
-        backends: _,
+        backends,
         engine,
         gauge,
         configured,
@@ -261,6 +262,8 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
             .dispatch(engine.clone(), tracker.clone(), cancel.clone()),
     );
 
+    let walkers = crate::breakdown::Walkers::new(backends, &settings);
+    let breakdown = Arc::new(BreakdownCache::new(walkers, cancel.clone()));
     let started = Arc::new(AtomicBool::new(false));
     let api = crate::api::router(ApiContext {
         admin: settings.admin.clone(),
@@ -276,6 +279,7 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
         swept,
         started: started.clone(),
         started_at: std::time::Instant::now(),
+        breakdown,
     });
     let server_cancel = cancel.clone();
     let server = tokio::spawn(async move {

@@ -1,4 +1,7 @@
-//! The command line: `run`, `sweep --once`, `check`, `health`, `dedup scan`, `config show`.
+//! The command line: `run`, `sweep --once`, `check`, `health`, `dedup scan`, `report`,
+//! `config show`.
+
+mod report;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -64,6 +67,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: DedupAction,
+    },
+    /// Reports (reads only).
+    Report {
+        /// Which report.
+        #[command(subcommand)]
+        kind: report::ReportKind,
     },
     /// Configuration commands.
     Config {
@@ -173,6 +182,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         } => {
             logging::init(settings.log_format, Target::Stderr, "warn");
             dedup_scan(&settings, &prefix, json).await
+        }
+        Command::Report { kind } => {
+            logging::init(settings.log_format, Target::Stderr, "warn");
+            report::run(&settings, kind).await
         }
         Command::Config {
             action: ConfigAction::Show { json },

@@ -15,7 +15,8 @@
 //! - [`worker`]: the loops' runtime (status, backoff, load-driven intervals); [`leader`]: the
 //!   lease that lets several replicas run with one sweeper; [`metrics`]: Prometheus;
 //!   [`alert`]: the webhook; [`systemd`]: readiness, status and the watchdog.
-//! - [`dedup`]: the SHA-256 dedup index (streamed hashing, race-free register, bucket scan).
+//! - [`dedup`]: the SHA-256 dedup index (streamed hashing, race-free register, bucket scan);
+//!   [`breakdown`]: what uses each store, by key prefix or collection.
 //! - [`app`]: wiring only; [`api`]: the admin HTTP API; [`cli`], [`logging`], [`shutdown`]:
 //!   the process around it; [`secret`], [`time`]: values that never print, RFC 3339.
 //!
@@ -28,6 +29,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod backend;
+pub mod breakdown;
 pub mod cli;
 pub mod config;
 pub mod dedup;

@@ -10,6 +10,7 @@
 //! The API holds an [`ApiContext`]: the handles it needs (the scheduler, the snapshot, the
 //! run log, ...), not the daemon.
 
+mod breakdown;
 mod cleanup;
 mod dedup;
 mod handlers;
@@ -30,6 +31,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::audit::AuditLog;
+use crate::breakdown::cache::BreakdownCache;
 use crate::config::Admin;
 use crate::dedup::DedupIndex;
 use crate::drift::DriftBoard;
@@ -166,6 +168,8 @@ pub struct ApiContext {
     pub started: Arc<AtomicBool>,
     /// When the daemon started (readiness waits a bounded time for the first measurement).
     pub started_at: std::time::Instant,
+    /// What uses each store, walked on demand and cached.
+    pub breakdown: Arc<BreakdownCache>,
 }
 
 /// The router's state: the context, plus the cleanup rate limiter.
@@ -185,6 +189,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/resources/emergency"),
     ("GET", "/api/resources/queue"),
     ("GET", "/api/resources/runs"),
+    ("GET", "/api/resources/breakdown"),
     ("GET", "/api/workers"),
     ("GET", "/api/openapi.json"),
     ("POST", "/api/dedup/check"),
@@ -218,6 +223,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/resources/metrics", get(handlers::metrics))
         .route("/api/resources/queue", get(handlers::queue))
         .route("/api/resources/runs", get(handlers::runs))
+        .route("/api/resources/breakdown", get(breakdown::breakdown))
         .route("/api/workers", get(handlers::workers))
         .route("/api/openapi.json", get(handlers::openapi))
         // streamed and limited by JANITOR_DEDUP_MAX_BYTES in the handler

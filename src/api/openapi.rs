@@ -115,6 +115,26 @@ pub fn document() -> Value {
                 "responses": { "200": json_ok("queue_size (pending), running, tasks[id, priority, resource_type, target_id, created_at, reason, source, dry_run, state, started_at]"), "401": unauthorized } } },
             "/api/resources/runs": { "get": { "summary": "The last 100 runs", "security": secured,
                 "responses": { "200": json_ok("runs"), "401": unauthorized } } },
+            "/api/resources/breakdown": { "get": {
+                "summary": "What uses a store: Redis keys and S3 objects by key prefix, Qdrant points by collection (walked at most every 5 minutes, cached)",
+                "security": secured,
+                "parameters": [
+                    { "name": "resource", "in": "query", "required": true,
+                        "schema": { "enum": ["redis", "redis_cache", "minio", "s3", "minio_files", "qdrant", "qdrant_vectors"] } },
+                    { "name": "depth", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 8, "default": 1 },
+                        "description": "Segments per prefix (split on ':' for Redis, '/' for S3)" },
+                    { "name": "top", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 20 },
+                        "description": "Groups listed, largest by bytes first; the rest are summed in `other`" },
+                    { "name": "refresh", "in": "query", "schema": { "type": "boolean", "default": false },
+                        "description": "Walk the store again even if the cached breakdown is recent" }],
+                "responses": {
+                    "200": json_ok("resource, generated_at, duration_secs, depth, items, bytes, bytes_source, groups[prefix, items, bytes, without_ttl (Redis), bytes_older_than_ttl (S3), ages (histogram), oldest_age_hours and timestamp_indexed (Qdrant)], other, notes"),
+                    "202": json_ok("The walk is still running after 25 s: ask again"),
+                    "400": error_response("Missing or malformed parameter"),
+                    "401": unauthorized,
+                    "422": error_response("Unknown or unconfigured store, depth or top out of range"),
+                    "503": error_response("The store failed during the walk")
+                } } },
             "/api/dedup/check": { "post": {
                 "summary": "SHA-256 of the streamed body, and the user's document holding it",
                 "security": secured,

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod breakdown;
 mod crash;
 mod daemon;
 mod daemon_runs;

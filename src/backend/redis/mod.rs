@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use redis::aio::ConnectionManager;
 
@@ -204,6 +206,70 @@ impl Redis {
         }
         let idle: Vec<Option<u64>> = timed(NAME, self.timeout, pipe.query_async(&mut con)).await?;
         Ok(idle.into_iter().flatten().max())
+    }
+}
+
+/// SCAN pages read ahead of the planner, on their own connection.
+const SCAN_AHEAD: usize = 2;
+
+/// Runs `scan(cursor)` (a `SCAN` command) page by page in a task of its own, on `con`, up
+/// to [`SCAN_AHEAD`] pages ahead of the reader; it stops at the end of the keyspace, after
+/// an error (handed to the reader), or when the reader is gone.
+pub fn scan_ahead(
+    mut con: ConnectionManager,
+    scan: impl Fn(u64) -> redis::Cmd + Send + 'static,
+    timeout: Duration,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<Vec<u8>>, BackendError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(SCAN_AHEAD);
+    tokio::spawn(async move {
+        let mut cursor = 0;
+        loop {
+            let cmd = scan(cursor);
+            let reply = timed(NAME, timeout, cmd.query_async(&mut con)).await;
+            let (next, keys): (u64, Vec<Vec<u8>>) = match reply {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            if tx.send(Ok(keys)).await.is_err() || next == 0 {
+                return;
+            }
+            cursor = next;
+        }
+    });
+    rx
+}
+
+/// Spaces out commands to at most `per_sec` a second (0: no limit).
+pub struct Pacer {
+    per_sec: u64,
+    start: Instant,
+    sent: u64,
+}
+
+impl Pacer {
+    /// A pacer starting now.
+    pub fn new(per_sec: u64) -> Self {
+        Self {
+            per_sec,
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    /// Accounts for `ops` commands; waits until they are due, or until shutdown.
+    pub async fn take(&mut self, ops: u64, cancel: &CancellationToken) {
+        self.sent += ops;
+        if self.per_sec == 0 {
+            return;
+        }
+        let due = self.start + Duration::from_secs_f64(self.sent as f64 / self.per_sec as f64);
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => {}
+            () = cancel.cancelled() => {}
+        }
     }
 }
 

@@ -21,15 +21,12 @@
 //! application's latency low.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use redis::aio::ConnectionManager;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use super::Redis;
 use super::keys::{escape, glob_match, unescape};
+use super::{Pacer, Redis, scan_ahead};
 use crate::backend::BackendError;
 use crate::backend::sweep::{Applied, Sweep, SweepContext, SweepError};
 use crate::config::RedisSweep;
@@ -107,39 +104,6 @@ struct Page {
     idle: bool,
 }
 
-/// SCAN pages read ahead of the planner, on their own connection.
-const SCAN_AHEAD: usize = 2;
-
-/// Runs `scan(cursor)` (a `SCAN` command) page by page in a task of its own, on `con`, up
-/// to [`SCAN_AHEAD`] pages ahead of the reader; it stops at the end of the keyspace, after
-/// an error (handed to the reader), or when the reader is gone.
-fn scan_ahead(
-    mut con: ConnectionManager,
-    scan: impl Fn(u64) -> redis::Cmd + Send + 'static,
-    timeout: Duration,
-) -> tokio::sync::mpsc::Receiver<Result<Vec<Vec<u8>>, BackendError>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(SCAN_AHEAD);
-    tokio::spawn(async move {
-        let mut cursor = 0;
-        loop {
-            let cmd = scan(cursor);
-            let reply = crate::backend::timed(NAME, timeout, cmd.query_async(&mut con)).await;
-            let (next, keys): (u64, Vec<Vec<u8>>) = match reply {
-                Ok(page) => page,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            };
-            if tx.send(Ok(keys)).await.is_err() || next == 0 {
-                return;
-            }
-            cursor = next;
-        }
-    });
-    rx
-}
-
 /// Spools the pending items of `policy` as one batch.
 fn flush(
     plan: &mut Plan,
@@ -162,36 +126,6 @@ fn flush(
         shard: shard.shard().map(str::to_owned),
     })
     .map_err(SweepError::spool)
-}
-
-/// Spaces out commands to at most `per_sec` a second (0: no limit).
-struct Pacer {
-    per_sec: u64,
-    start: Instant,
-    sent: u64,
-}
-
-impl Pacer {
-    fn new(per_sec: u64) -> Self {
-        Self {
-            per_sec,
-            start: Instant::now(),
-            sent: 0,
-        }
-    }
-
-    /// Accounts for `ops` commands; waits until they are due, or until shutdown.
-    async fn take(&mut self, ops: u64, cancel: &CancellationToken) {
-        self.sent += ops;
-        if self.per_sec == 0 {
-            return;
-        }
-        let due = self.start + Duration::from_secs_f64(self.sent as f64 / self.per_sec as f64);
-        tokio::select! {
-            () = tokio::time::sleep_until(due) => {}
-            () = cancel.cancelled() => {}
-        }
-    }
 }
 
 /// The Redis sweeper.
