@@ -42,6 +42,8 @@ pub struct Intent {
     pub seq: u64,
     /// The batch.
     pub batch: Batch,
+    /// Why the run's task was queued (an API cleanup's `reason`, the monitor's pressure).
+    pub task_reason: Option<String>,
 }
 
 /// What applying a batch did, as the store confirmed it.
@@ -104,6 +106,8 @@ struct Head<'a> {
     run_id: &'a str,
     resource: Resource,
     batch_seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_reason: Option<&'a str>,
 }
 
 /// The audit log cannot be written: the sweep must not delete.
@@ -181,10 +185,11 @@ impl AuditLog {
     /// Records that `batch` (number `seq` of run `run_id`) is about to be applied. Only once
     /// this returns may the batch be applied.
     pub async fn intent(self: &Arc<Self>, intent: Intent) -> Result<(), AuditError> {
-        let line = record_line(
-            head("intent", &intent.run_id, intent.resource, intent.seq),
-            &intent.batch,
-        );
+        let head = Head {
+            task_reason: intent.task_reason.as_deref(),
+            ..head("intent", &intent.run_id, intent.resource, intent.seq)
+        };
+        let line = record_line(head, &intent.batch);
         self.write(line).await?;
         let key = (intent.run_id.clone(), intent.seq);
         self.lock_open().insert(key, intent);
@@ -203,14 +208,18 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Records a dry run's batch.
+    /// Records a dry run's batch; `task_reason` is why its task was queued.
     pub async fn dry_run(
         self: &Arc<Self>,
         (run_id, resource, seq): (&str, Resource, u64),
         batch: &Batch,
+        task_reason: Option<&str>,
     ) -> Result<(), AuditError> {
-        self.write(record_line(head("dry_run", run_id, resource, seq), batch))
-            .await
+        let head = Head {
+            task_reason,
+            ..head("dry_run", run_id, resource, seq)
+        };
+        self.write(record_line(head, batch)).await
     }
 
     /// The intents of `resource` without an outcome, oldest first.
@@ -295,6 +304,7 @@ fn head<'a>(kind: &'a str, run_id: &'a str, resource: Resource, seq: u64) -> Hea
         run_id,
         resource,
         batch_seq: seq,
+        task_reason: None,
     }
 }
 
@@ -346,6 +356,7 @@ fn scan(file: &mut std::fs::File) -> std::io::Result<(OpenIntents, u64)> {
                     resource,
                     seq: key.1,
                     batch,
+                    task_reason: value["task_reason"].as_str().map(str::to_owned),
                 };
                 open.insert(key, intent);
             }

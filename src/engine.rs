@@ -274,7 +274,8 @@ impl Engine {
             }
             let key = (record.id.as_str(), record.resource, read - 1);
             if record.dry_run {
-                if let Err(e) = self.audit.dry_run(key, batch).await {
+                let reason = record.reason.as_deref();
+                if let Err(e) = self.audit.dry_run(key, batch, reason).await {
                     self.audit_failed(record, &e);
                     break;
                 }
@@ -286,6 +287,7 @@ impl Engine {
                 resource: record.resource,
                 seq: read - 1,
                 batch: batch.clone(),
+                task_reason: record.reason.clone(),
             };
             if let Err(e) = self.audit.intent(intent).await {
                 self.audit_failed(record, &e);

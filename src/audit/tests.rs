@@ -29,6 +29,7 @@ fn intent(run_id: &str, resource: Resource, seq: u64) -> Intent {
         resource,
         seq,
         batch: batch(),
+        task_reason: Some("manual cleanup via API: disk alarm".into()),
     }
 }
 
@@ -56,7 +57,7 @@ async fn an_intent_then_its_outcome_one_json_line_each() {
         .await
         .unwrap();
     assert!(log.open_intents(Resource::Redis).is_empty());
-    log.dry_run(("r2", Resource::S3, 0), &batch())
+    log.dry_run(("r2", Resource::S3, 0), &batch(), None)
         .await
         .unwrap();
     let l = lines(&path);
@@ -68,6 +69,7 @@ async fn an_intent_then_its_outcome_one_json_line_each() {
     assert_eq!(l[0]["batch_seq"], 0);
     assert_eq!(l[0]["target"], "doc_segments:*");
     assert_eq!(l[0]["reason"], "no TTL, idle >= 1h");
+    assert_eq!(l[0]["task_reason"], "manual cleanup via API: disk alarm");
     assert_eq!(
         l[0]["items"][1],
         serde_json::json!({"id": "doc_segments:2", "action": "expire", "ttl_secs": 3600})
@@ -81,6 +83,7 @@ async fn an_intent_then_its_outcome_one_json_line_each() {
         "the outcome refers to its intent"
     );
     assert_eq!(l[2]["kind"], "dry_run");
+    assert!(l[2].get("task_reason").is_none(), "no reason, no field");
     assert!(l[0]["time"].as_str().unwrap().ends_with('Z'));
 }
 
