@@ -31,7 +31,8 @@ pub enum Severity {
 }
 
 impl Severity {
-    fn as_str(self) -> &'static str {
+    /// Its name in logs and messages.
+    pub fn as_str(self) -> &'static str {
         match self {
             Severity::Critical => "CRITICAL",
             Severity::Warning => "WARNING",
@@ -67,12 +68,19 @@ impl Cooldown {
     }
 }
 
+/// Where raised alerts are kept besides the log (the history, for the reports).
+pub trait AlertSink: Send + Sync {
+    /// `key` (`kind:subject`) was raised with `message`.
+    fn alerted(&self, key: &str, severity: Severity, message: &str);
+}
+
 /// The daemon's alert channel. Cheap to clone.
 #[derive(Clone)]
 pub struct Alerts {
     cooldown: Arc<Mutex<Cooldown>>,
     tx: Option<mpsc::Sender<String>>,
     instance: Arc<str>,
+    sink: Option<Arc<dyn AlertSink>>,
 }
 
 impl Alerts {
@@ -82,7 +90,14 @@ impl Alerts {
             cooldown: Arc::new(Mutex::new(Cooldown::new(settings.cooldown))),
             tx: None,
             instance: instance.into(),
+            sink: None,
         }
+    }
+
+    /// Alerts that are also handed to `sink` as they are raised.
+    pub fn with_sink(mut self, sink: Arc<dyn AlertSink>) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     /// Alerts delivered to the configured webhook (if any) by a task that runs until
@@ -115,6 +130,9 @@ impl Alerts {
             return false;
         }
         tracing::warn!(alert = key, severity = severity.as_str(), message, "alert");
+        if let Some(sink) = &self.sink {
+            sink.alerted(key, severity, message);
+        }
         let Some(tx) = &self.tx else { return false };
         let text = format!(
             "[janitor {}] {message} (alert {key}, instance {})",

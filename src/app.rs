@@ -32,10 +32,12 @@ use crate::config::Settings;
 use crate::dedup::DedupIndex;
 use crate::drift::DriftBoard;
 use crate::engine::Engine;
+use crate::history::History;
 use crate::leader::{LeaderHandle, Leadership, LeaseWorker};
 use crate::metrics::Metrics;
 use crate::monitor::{Gauge, Monitor, StoreGauge};
 use crate::resource::{PerResource, Resource};
+use crate::runs::RunLog;
 use crate::scheduler::Scheduler;
 use crate::snapshot::Snapshot;
 use crate::systemd::Notifier;
@@ -78,6 +80,8 @@ pub struct Janitor {
     pub dedup: Option<Arc<DedupIndex>>,
     /// Drift between the stores, as the passes measure it.
     pub drift: DriftBoard,
+    /// Runs, measurements and alerts across restarts.
+    pub history: History,
     /// Fires at shutdown (the engine stops between batches on it).
     pub cancel: CancellationToken,
 }
@@ -93,6 +97,9 @@ impl Janitor {
     /// is contacted yet), audit log, engine, leader lease, dedup index.
     pub async fn with_alerts(settings: Arc<Settings>, alerts: Alerts) -> Result<Self, StartError> {
         let backends = Backends::new(&settings).await?;
+        let history = History::open(&settings.history);
+        let alerts = alerts.with_sink(Arc::new(history.clone()));
+        let runs = Arc::new(RunLog::with_sink(Arc::new(history.clone())));
         let audit = Arc::new(AuditLog::open(&settings.safety.audit_log)?);
         let metrics = Metrics::new();
         let cancel = CancellationToken::new();
@@ -108,7 +115,8 @@ impl Janitor {
             metrics.clone(),
             cancel.clone(),
         )
-        .with_alerts(alerts.clone());
+        .with_alerts(alerts.clone())
+        .with_run_log(runs);
         if let Some(lease) = &leadership {
             engine = engine.with_fence(lease.clone());
         }
@@ -131,6 +139,7 @@ impl Janitor {
             alerts,
             dedup,
             drift,
+            history,
             cancel,
         })
     }
@@ -172,6 +181,7 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
         alerts,
         dedup,
         drift,
+        history,
         cancel,
     } = janitor;
     let notifier = Arc::new(Notifier::from_env());
@@ -247,6 +257,7 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
         alerts,
         workers: workers.clone(),
         worker_failures_alert: settings.alerts.worker_failures,
+        history: history.clone(),
     };
     tracker.spawn(worker::run(
         monitor,

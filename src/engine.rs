@@ -89,6 +89,12 @@ impl Engine {
         }
     }
 
+    /// Records runs in `runs` (which hands them to the history) instead of a log of its own.
+    pub fn with_run_log(mut self, runs: Arc<RunLog>) -> Self {
+        self.runs = runs;
+        self
+    }
+
     /// Raises an alert for every run aborted by the cap or failed closed.
     pub fn with_alerts(mut self, alerts: Alerts) -> Self {
         self.alerts = Some(alerts);

@@ -35,6 +35,7 @@ pub mod config;
 pub mod dedup;
 pub mod drift;
 pub mod engine;
+pub mod history;
 pub mod leader;
 pub mod logging;
 pub mod metrics;

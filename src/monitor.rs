@@ -18,6 +18,7 @@ use crate::alert::{Alerts, Severity};
 use crate::backend::{BackendError, Backends};
 use crate::config::Settings;
 use crate::engine::run_id;
+use crate::history::History;
 use crate::leader::LeaderHandle;
 use crate::metrics::Metrics;
 use crate::queue::CleanupTask;
@@ -133,6 +134,8 @@ pub struct Monitor {
     pub workers: Registry,
     /// Consecutive failures of a worker before it is alerted on.
     pub worker_failures_alert: u32,
+    /// Where every measurement is kept (the usage charts and reports).
+    pub history: History,
 }
 
 impl Monitor {
@@ -150,6 +153,7 @@ impl Monitor {
                     // swept for it
                     let priority = usage.priority(&self.thresholds);
                     self.metrics.record_usage(resource, &usage, priority);
+                    self.history.record_usage(resource, now, &usage, priority);
                     Ok((usage, priority))
                 }
                 Err(e) => {
@@ -161,6 +165,7 @@ impl Monitor {
             };
             self.snapshot.set(resource, now, result);
         }
+        self.history.prune(now, false);
         (ok, failed)
     }
 

@@ -1,4 +1,5 @@
-//! Run records: what each sweep did, kept for the admin API (the last 100).
+//! Run records: what each sweep did. The last 100 are kept in memory; every one is handed
+//! to the [`RunSink`]s (the history) as it finishes.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -126,14 +127,42 @@ pub struct RunRecord {
     pub drift: Option<crate::drift::Drift>,
 }
 
-/// The last [`KEPT_RUNS`] runs, newest first.
-#[derive(Debug, Default)]
-pub struct RunLog(Mutex<VecDeque<RunRecord>>);
+/// Where finished runs go besides memory (the history).
+pub trait RunSink: Send + Sync {
+    /// Keeps `run`; must not fail the caller (a sink logs its own errors).
+    fn record(&self, run: &RunRecord);
+}
+
+/// The last [`KEPT_RUNS`] runs, newest first, and the sinks every run is handed to.
+#[derive(Default)]
+pub struct RunLog {
+    runs: Mutex<VecDeque<RunRecord>>,
+    sinks: Vec<std::sync::Arc<dyn RunSink>>,
+}
+
+impl std::fmt::Debug for RunLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunLog")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
 
 impl RunLog {
+    /// A run log handing every run to `sink` too.
+    pub fn with_sink(sink: std::sync::Arc<dyn RunSink>) -> Self {
+        Self {
+            runs: Mutex::default(),
+            sinks: vec![sink],
+        }
+    }
+
     /// Records a finished run.
     pub fn push(&self, run: RunRecord) {
-        let mut runs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for sink in &self.sinks {
+            sink.record(&run);
+        }
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
         if runs.len() == KEPT_RUNS {
             runs.pop_back();
         }
@@ -142,7 +171,7 @@ impl RunLog {
 
     /// The kept runs, newest first.
     pub fn list(&self) -> Vec<RunRecord> {
-        self.0
+        self.runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()

@@ -151,13 +151,18 @@ impl Daemon {
         let metrics = Metrics::new();
         let cancel = CancellationToken::new();
         let audit = Arc::new(AuditLog::open(&settings.safety.audit_log).unwrap());
-        let engine = Arc::new(Engine::new(
-            settings.clone(),
-            sweepers,
-            audit,
-            metrics.clone(),
-            cancel.clone(),
-        ));
+        let history = History::in_memory(Duration::from_secs(30 * 86_400));
+        let runs = Arc::new(RunLog::with_sink(Arc::new(history.clone())));
+        let engine = Arc::new(
+            Engine::new(
+                settings.clone(),
+                sweepers,
+                audit,
+                metrics.clone(),
+                cancel.clone(),
+            )
+            .with_run_log(runs),
+        );
         let gauge = Arc::new(FakeGauge(Mutex::new(PerResource::from_fn(|_| 0.1))));
         let janitor = Janitor {
             alerts: Alerts::log_only(&settings.alerts, "test"),
@@ -170,6 +175,7 @@ impl Daemon {
             leader: LeaderHandle::default(),
             dedup: None,
             drift: Default::default(),
+            history,
             cancel,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,6 +1,7 @@
-//! Settings for running the daemon in production: the alert webhook and the leader lease
-//! that lets several replicas run with one sweeper.
+//! Settings for running the daemon in production: the alert webhook, the leader lease
+//! that lets several replicas run with one sweeper, and the history with its daily report.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -19,6 +20,70 @@ pub struct Alerts {
     pub cooldown: Duration,
     /// Failures in a row after which a worker is alerted on.
     pub worker_failures: u32,
+}
+
+/// The history file and the daily report.
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    /// The SQLite file.
+    pub path: PathBuf,
+    /// How long runs and measurements are kept.
+    #[serde(with = "super::settings::secs")]
+    pub retention: Duration,
+    /// Largest file size, bytes.
+    pub max_bytes: u64,
+    /// Hour of day the daily report is written, in `timezone`.
+    pub report_hour: u8,
+    /// Where daily reports go.
+    pub report_dir: PathBuf,
+    /// The time zone of `report_hour` (an IANA name).
+    pub timezone: String,
+}
+
+impl History {
+    /// The parsed time zone (checked when the settings were made).
+    pub fn tz(&self) -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::get(&self.timezone).unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+}
+
+pub(super) fn history(r: &Reader<'_>, audit_log: &Path) -> Result<History, ConfigError> {
+    let beside = |name: &str| {
+        audit_log
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join(name)
+    };
+    let path = r
+        .optional_not_blank("JANITOR_HISTORY_PATH")?
+        .map_or_else(|| beside("history.sqlite"), PathBuf::from);
+    if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+        return Err(r.invalid("JANITOR_HISTORY_PATH", "a regular file's path"));
+    }
+    let report_hour = match r.text("JANITOR_REPORT_HOUR").parse::<u8>() {
+        Ok(h) if h < 24 => h,
+        _ => return Err(r.invalid("JANITOR_REPORT_HOUR", "an hour from 0 to 23")),
+    };
+    let timezone = r.text("JANITOR_TIMEZONE").trim().to_string();
+    if jiff::tz::TimeZone::get(&timezone).is_err() {
+        return Err(r.invalid(
+            "JANITOR_TIMEZONE",
+            "an IANA time zone name such as UTC or Europe/Madrid",
+        ));
+    }
+    Ok(History {
+        path,
+        retention: r.duration("JANITOR_HISTORY_DAYS", 86_400.0)?,
+        max_bytes: r
+            .count("JANITOR_HISTORY_MAX_MB")?
+            .saturating_mul(1024 * 1024),
+        report_hour,
+        report_dir: r
+            .optional_not_blank("JANITOR_REPORT_DIR")?
+            .map_or_else(|| beside("reports"), PathBuf::from),
+        timezone,
+    })
 }
 
 /// The leader lease in Redis: only its holder sweeps.

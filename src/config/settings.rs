@@ -58,6 +58,8 @@ pub struct Settings {
     pub alerts: super::ops::Alerts,
     /// The leader lease.
     pub leader: super::ops::Leader,
+    /// The history file and the daily report.
+    pub history: super::ops::History,
 }
 
 /// TTLs of the swept stores (`None` for MongoDB, which is never swept).
@@ -419,6 +421,7 @@ impl Settings {
         retention.ttl[Resource::Documents] = Some(documents.ttl);
         retention.pressure_ttl[Resource::Documents] = Some(documents.ttl);
         sweep[Resource::Documents] = Some(documents.interval);
+        let history = super::ops::history(&r, &safety.audit_log)?;
         Ok(Settings {
             retention,
             intervals: Intervals {
@@ -443,6 +446,7 @@ impl Settings {
             dedup: super::dedup::dedup(&r)?,
             alerts: super::ops::alerts(&r)?,
             leader: super::ops::leader(&r, redis_configured)?,
+            history,
         })
     }
 

@@ -476,6 +476,37 @@ pub const VARS: &[Var] = &[
         "8",
         "Objects `janitor dedup scan` downloads and hashes at once.",
     ),
+    // history and reports (seed 002)
+    var(
+        "JANITOR_HISTORY_PATH",
+        "",
+        "SQLite file keeping runs, measurements and alerts across restarts; empty: history.sqlite next to the audit log.",
+    ),
+    var(
+        "JANITOR_HISTORY_DAYS",
+        "30",
+        "Days of runs and measurements kept in the history.",
+    ),
+    var(
+        "JANITOR_HISTORY_MAX_MB",
+        "256",
+        "Largest history file; past it the oldest runs are dropped first.",
+    ),
+    var(
+        "JANITOR_REPORT_HOUR",
+        "2",
+        "Hour of day (0-23, in JANITOR_TIMEZONE) the daily report is written and sent (seed 002: 2 AM).",
+    ),
+    var(
+        "JANITOR_REPORT_DIR",
+        "",
+        "Where daily reports are written as JSON and Markdown; empty: reports/ next to the audit log.",
+    ),
+    var(
+        "JANITOR_TIMEZONE",
+        "UTC",
+        "IANA time zone of the report hour, e.g. Europe/Madrid.",
+    ),
     // alerts (seeds 001 and 002)
     secret(
         "JANITOR_ALERT_WEBHOOK_URL",

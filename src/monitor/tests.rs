@@ -52,6 +52,7 @@ fn monitor(answers: PerResource<Option<Result<f64, ()>>>) -> (Monitor, Arc<FakeG
         alerts: Alerts::log_only(&settings.alerts, "test"),
         workers: Registry::default(),
         worker_failures_alert: 3,
+        history: crate::history::History::in_memory(Duration::from_secs(86_400)),
     };
     (m, gauge)
 }
