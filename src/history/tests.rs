@@ -246,7 +246,7 @@ fn retention_and_the_size_bound_remove_the_oldest_rows() {
         ));
     }
     assert!(big.prune(now, true) > 0);
-    let (left, oldest): (i64, String) = big
+    let (left, max_id): (i64, String) = big
         .with(|c| {
             c.query_row("SELECT COUNT(*), MAX(id) FROM runs", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -255,8 +255,8 @@ fn retention_and_the_size_bound_remove_the_oldest_rows() {
         .unwrap();
     assert!(left > 0 && left < 2000, "{left}");
     assert!(
-        oldest < "r01999".to_string(),
-        "the oldest ({oldest}) went first"
+        max_id.as_str() < "r01999",
+        "the oldest went first ({max_id} is left)"
     );
     assert!(used_bytes(&big.0.conn.lock().unwrap()).unwrap() <= 64 * 1024);
 }
