@@ -117,6 +117,15 @@ impl Alerts {
         (alerts, Some(deliver(url, timeout, rx, cancel)))
     }
 
+    /// Sends `text` to the webhook as it is, with no cooldown (the daily report). Returns
+    /// whether it was passed on for delivery (false without a webhook).
+    pub fn notify(&self, text: &str) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        tx.try_send(format!("[janitor {}] {text}", self.instance))
+            .map_err(|_| tracing::error!("alert queue full or closed: report not sent"))
+            .is_ok()
+    }
+
     /// Raises an alert: logged always, sent unless `key` alerted within the cooldown.
     /// Returns whether it was passed on for delivery.
     pub fn raise(&self, key: &str, severity: Severity, message: &str) -> bool {

@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod plan;
 pub mod queue;
+pub mod report;
 pub mod resource;
 pub mod runs;
 pub mod scheduler;

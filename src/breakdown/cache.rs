@@ -71,6 +71,15 @@ impl BreakdownCache {
         Some(walked.map(|b| Arc::new(b.truncated(opts.top))))
     }
 
+    /// The last breakdown of `resource` by `opts`, however old, without walking.
+    pub fn cached(&self, resource: Resource, opts: Options) -> Option<Arc<Breakdown>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(&(resource, opts.depth)) {
+            Some(Entry::Ready(_, b)) => Some(Arc::new(b.truncated(opts.top))),
+            _ => None,
+        }
+    }
+
     /// Spawns the walk; when it ends it replaces its own entry (a success is kept, a failure
     /// is forgotten so the next request tries again).
     fn start(
