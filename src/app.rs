@@ -36,6 +36,7 @@ use crate::history::History;
 use crate::leader::{LeaderHandle, Leadership, LeaseWorker};
 use crate::metrics::Metrics;
 use crate::monitor::{Gauge, Monitor, StoreGauge};
+use crate::report::{self, ReportSource};
 use crate::resource::{PerResource, Resource};
 use crate::runs::RunLog;
 use crate::scheduler::Scheduler;
@@ -254,7 +255,7 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
         interval: settings.intervals.monitoring,
         leader: leader.clone(),
         metrics: metrics.clone(),
-        alerts,
+        alerts: alerts.clone(),
         workers: workers.clone(),
         worker_failures_alert: settings.alerts.worker_failures,
         history: history.clone(),
@@ -275,12 +276,32 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
 
     let walkers = crate::breakdown::Walkers::new(backends, &settings);
     let breakdown = Arc::new(BreakdownCache::new(walkers, cancel.clone()));
+    let report = ReportSource {
+        base: report::Inputs {
+            measured: configured.clone(),
+            swept: swept.clone(),
+            ttl: PerResource::from_fn(|r| swept[r].then(|| settings.retention.ttl(r))),
+            documents_expire: settings.documents.enabled,
+            ..report::Inputs::default()
+        },
+        drift: drift.clone(),
+        breakdown: Some(breakdown.clone()),
+    };
+    // the daily report (seed 002: 2 AM)
+    let daily = report::daily::Daily {
+        history: history.clone(),
+        source: report.clone(),
+        alerts,
+        hour: settings.history.report_hour,
+        tz: settings.history.tz(),
+        dir: settings.history.report_dir.clone(),
+    };
+    tracker.spawn(daily.run(cancel.clone()));
     let started = Arc::new(AtomicBool::new(false));
     let api = crate::api::router(ApiContext {
         admin: settings.admin.clone(),
         scheduler,
         snapshot: snapshot.clone(),
-        runs: engine.runs().clone(),
         workers: workers.clone(),
         metrics,
         leader: leader.clone(),
@@ -291,6 +312,8 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
         started: started.clone(),
         started_at: std::time::Instant::now(),
         breakdown,
+        history,
+        report,
     });
     let server_cancel = cancel.clone();
     let server = tokio::spawn(async move {

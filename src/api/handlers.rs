@@ -155,10 +155,6 @@ pub async fn queue(Extract(api): Extract<Api>) -> Json<Value> {
     }))
 }
 
-pub async fn runs(Extract(api): Extract<Api>) -> Json<Value> {
-    Json(json!({ "runs": api.ctx.runs.list() }))
-}
-
 pub async fn workers(Extract(api): Extract<Api>) -> Json<Value> {
     Json(json!({ "role": api.ctx.leader.role(), "workers": api.ctx.workers.snapshot() }))
 }

@@ -14,7 +14,9 @@ mod breakdown;
 mod cleanup;
 mod dedup;
 mod handlers;
+mod history;
 pub mod openapi;
+mod page;
 mod ratelimit;
 pub mod request_id;
 
@@ -35,10 +37,11 @@ use crate::breakdown::cache::BreakdownCache;
 use crate::config::Admin;
 use crate::dedup::DedupIndex;
 use crate::drift::DriftBoard;
+use crate::history::History;
 use crate::leader::LeaderHandle;
 use crate::metrics::Metrics;
+use crate::report::ReportSource;
 use crate::resource::PerResource;
-use crate::runs::RunLog;
 use crate::scheduler::Scheduler;
 use crate::snapshot::Snapshot;
 use crate::worker::Registry;
@@ -148,8 +151,6 @@ pub struct ApiContext {
     pub scheduler: Arc<Scheduler>,
     /// The latest measurements.
     pub snapshot: Arc<Snapshot>,
-    /// Finished runs.
-    pub runs: Arc<RunLog>,
     /// Worker states.
     pub workers: Registry,
     /// Prometheus.
@@ -170,6 +171,10 @@ pub struct ApiContext {
     pub started_at: std::time::Instant,
     /// What uses each store, walked on demand and cached.
     pub breakdown: Arc<BreakdownCache>,
+    /// Runs and measurements across restarts.
+    pub history: History,
+    /// The report's inputs besides the history.
+    pub report: ReportSource,
 }
 
 /// The router's state: the context, plus the cleanup rate limiter.
@@ -177,10 +182,13 @@ pub struct ApiContext {
 pub struct Api {
     ctx: Arc<ApiContext>,
     cleanup_limiter: Arc<RateLimiter>,
+    session_limiter: Arc<RateLimiter>,
 }
 
 /// Every route: (method, path). The router and the OpenAPI document are checked against it.
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("POST", "/api/session"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -189,6 +197,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/resources/emergency"),
     ("GET", "/api/resources/queue"),
     ("GET", "/api/resources/runs"),
+    ("GET", "/api/resources/runs/{id}"),
+    ("GET", "/api/resources/history"),
+    ("GET", "/api/resources/report"),
     ("GET", "/api/resources/breakdown"),
     ("GET", "/api/workers"),
     ("GET", "/api/openapi.json"),
@@ -203,6 +214,7 @@ pub fn router(ctx: ApiContext) -> Router {
     let api = Api {
         ctx: Arc::new(ctx),
         cleanup_limiter: Arc::new(RateLimiter::per_minute(per_minute)),
+        session_limiter: Arc::new(RateLimiter::per_minute(10)),
     };
     // routes that delete or write: refused outright while no admin token is configured
     let mutating = Router::new()
@@ -222,7 +234,10 @@ pub fn router(ctx: ApiContext) -> Router {
     let protected = Router::new()
         .route("/api/resources/metrics", get(handlers::metrics))
         .route("/api/resources/queue", get(handlers::queue))
-        .route("/api/resources/runs", get(handlers::runs))
+        .route("/api/resources/runs", get(history::runs))
+        .route("/api/resources/runs/{id}", get(history::run))
+        .route("/api/resources/history", get(history::history))
+        .route("/api/resources/report", get(history::report))
         .route("/api/resources/breakdown", get(breakdown::breakdown))
         .route("/api/workers", get(handlers::workers))
         .route("/api/openapi.json", get(handlers::openapi))
@@ -238,6 +253,11 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(mutating)
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
+        .route("/", get(page::page))
+        .route(
+            "/api/session",
+            post(page::sign_in).layer(DefaultBodyLimit::max(MAX_BODY)),
+        )
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::prometheus))
@@ -264,7 +284,8 @@ async fn require_admin(
     Ok(next.run(request).await)
 }
 
-/// Checks the bearer token when one is configured.
+/// Checks the bearer token when one is configured; on GET routes (which only read) the
+/// status page's session cookie is accepted instead.
 async fn require_token(
     Extract(api): Extract<Api>,
     headers: HeaderMap,
@@ -275,9 +296,19 @@ async fn require_token(
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !token_matches(given, expected.expose()) {
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let by_cookie = || {
+            request.method() == axum::http::Method::GET
+                && page::session_cookie(&headers).is_some_and(|c| {
+                    let want = page::session_value(expected.expose());
+                    bool::from(c.as_bytes().ct_eq(want.as_bytes()))
+                })
+        };
+        let ok = match given {
+            Some(token) => token_matches(token, expected.expose()),
+            None => by_cookie(),
+        };
+        if !ok {
             return Err(ApiError::Unauthorized);
         }
     }

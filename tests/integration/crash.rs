@@ -200,6 +200,9 @@ async fn a_full_filesystem_under_the_audit_log_deletes_nothing_and_says_why() {
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     let out = daemon::tempdir();
+    // the history goes elsewhere: the tmpfs is sized for the audit log's records alone
+    let history = out.path().join("history.sqlite");
+    env.push(("JANITOR_HISTORY_PATH".into(), history.display().to_string()));
     let status = daemon::janitor(&env, &out)
         .args(["sweep", "--once", "--resource", "redis"])
         .status()

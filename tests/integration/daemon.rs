@@ -189,7 +189,15 @@ async fn api_statuses_and_shapes() {
         .iter()
         .filter(|(m, _)| *m == "GET")
     {
-        let (status, _) = get(&d, path, Some(TOKEN)).await;
+        // the routes with a required parameter get one
+        let path = match *path {
+            "/api/resources/breakdown" | "/api/resources/history" => {
+                format!("{path}?resource=redis")
+            }
+            "/api/resources/runs/{id}" => continue, // 404 until a run exists: daemon_runs
+            p => p.to_string(),
+        };
+        let (status, _) = get(&d, &path, Some(TOKEN)).await;
         assert_eq!(status, 200, "GET {path}");
     }
     for path in [

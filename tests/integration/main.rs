@@ -10,6 +10,7 @@ mod daemon_runs;
 mod dedup;
 mod deploy;
 mod documents;
+mod history;
 mod ops;
 mod qdrant_sweep;
 mod redis_cluster;
