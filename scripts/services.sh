@@ -63,6 +63,8 @@ install_apt() {
   # checkers of the deployment files: promtool (the rules), systemd-analyze (the unit)
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v systemd-analyze >/dev/null || missing+=(systemd)
+  # the status page's browser test (headless --dump-dom / --screenshot of assets/status.html)
+  command -v chromium >/dev/null || missing+=(chromium)
   if [ ${#missing[@]} -eq 0 ]; then say "apt packages: already installed"; return; fi
   say "apt packages: installing ${missing[*]}"
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
