@@ -12,6 +12,7 @@ mod deploy;
 mod documents;
 mod history;
 mod ops;
+mod page;
 mod qdrant_sweep;
 mod redis_cluster;
 mod redis_sweep;

@@ -318,7 +318,9 @@ impl Qdrant {
             .filter(|s| s.oldest_age.is_none())
             .map(|s| s.name.as_str())
             .collect();
-        if oldest.is_none() || !unindexed.is_empty() {
+        if stats.is_empty() {
+            notes.push("oldest_age_hours: no collections".to_string());
+        } else if oldest.is_none() || !unindexed.is_empty() {
             notes.push(format!(
                 "oldest_age_hours: only from collections with a range index on the timestamp field (not: {})",
                 unindexed.join(", ")
