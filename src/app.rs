@@ -277,13 +277,7 @@ pub async fn serve(janitor: Janitor, listener: TcpListener, shutdown: impl Futur
     let walkers = crate::breakdown::Walkers::new(backends, &settings);
     let breakdown = Arc::new(BreakdownCache::new(walkers, cancel.clone()));
     let report = ReportSource {
-        base: report::Inputs {
-            measured: configured.clone(),
-            swept: swept.clone(),
-            ttl: PerResource::from_fn(|r| swept[r].then(|| settings.retention.ttl(r))),
-            documents_expire: settings.documents.enabled,
-            ..report::Inputs::default()
-        },
+        base: report::Inputs::from_settings(&settings, &configured, &swept),
         drift: drift.clone(),
         breakdown: Some(breakdown.clone()),
     };

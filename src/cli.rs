@@ -68,11 +68,19 @@ pub enum Command {
         #[command(subcommand)]
         action: DedupAction,
     },
-    /// Reports (reads only).
+    /// The report of a period from the history (figures per store, issues detected,
+    /// recommendations), or `report breakdown`. Reads only.
+    #[command(args_conflicts_with_subcommands = true)]
     Report {
-        /// Which report.
+        /// Another report.
         #[command(subcommand)]
-        kind: report::ReportKind,
+        kind: Option<report::ReportKind>,
+        /// The period ending now: 24h, 7d, 30d, ...
+        #[arg(long, default_value = "24h")]
+        period: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = report::Format::Md)]
+        format: report::Format,
     },
     /// Configuration commands.
     Config {
@@ -183,9 +191,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             logging::init(settings.log_format, Target::Stderr, "warn");
             dedup_scan(&settings, &prefix, json).await
         }
-        Command::Report { kind } => {
+        Command::Report {
+            kind,
+            period,
+            format,
+        } => {
             logging::init(settings.log_format, Target::Stderr, "warn");
-            report::run(&settings, kind).await
+            match kind {
+                Some(kind) => report::run(&settings, kind).await,
+                None => report::period(&settings, &period, format).await,
+            }
         }
         Command::Config {
             action: ConfigAction::Show { json },

@@ -1,4 +1,5 @@
-//! `janitor report ...`: reports printed from the command line, without a daemon.
+//! `janitor report ...`: reports printed from the command line, without a daemon: the
+//! period's report from the history file, and the breakdown walked live.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -10,7 +11,10 @@ use super::CliError;
 use crate::backend::Backends;
 use crate::breakdown::{Breakdown, Histogram, MAX_DEPTH, MAX_TOP, Options, Walkers};
 use crate::config::Settings;
-use crate::resource::Resource;
+use crate::history::History;
+use crate::report::{Inputs, Report, markdown};
+use crate::resource::{PerResource, Resource};
+use std::time::SystemTime;
 
 /// `janitor report ...`.
 #[derive(Debug, Subcommand)]
@@ -31,6 +35,50 @@ pub enum ReportKind {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `janitor report --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// JSON, as `GET /api/resources/report`.
+    Json,
+    /// Markdown, as the daily report file.
+    Md,
+}
+
+/// `janitor report [--period] [--format]`: the period's report from the history file.
+pub async fn period(
+    settings: &Settings,
+    label: &str,
+    format: Format,
+) -> Result<ExitCode, CliError> {
+    let Some(period) = crate::report::parse_period(label) else {
+        eprintln!("janitor: --period {label:?}: expected a duration such as 24h, 7d or 30d");
+        return Ok(ExitCode::from(2));
+    };
+    let history = History::open(&settings.history);
+    let backends = Backends::new(settings)
+        .await
+        .map_err(crate::app::StartError::from)?;
+    let configured = PerResource::from_fn(|r| backends.configured(r));
+    let swept = PerResource::from_fn(|r| r.is_swept() && backends.configured(r));
+    let inputs = Inputs::from_settings(settings, &configured, &swept);
+    let report = match Report::build(&history, &inputs, label, period, SystemTime::now()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("janitor: the history cannot be read: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::other)?;
+            writeln!(out)?;
+        }
+        Format::Md => out.write_all(markdown(&report).as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `--resource` values of a breakdown.

@@ -86,6 +86,16 @@ pub enum HistoryError {
     },
 }
 
+impl HistoryError {
+    /// Whether the file itself is damaged (rather than busy, unreadable or on a full disk).
+    fn is_damage(&self) -> bool {
+        match self {
+            HistoryError::Corrupt { .. } => true,
+            HistoryError::Sqlite { source, .. } => is_corruption(source),
+        }
+    }
+}
+
 /// Something worth remembering besides runs and measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -194,6 +204,11 @@ impl History {
         let path = &settings.path;
         let conn = match open_file(path) {
             Ok(conn) => Some(conn),
+            // only a damaged file is moved aside: a busy or unreadable one is left alone
+            Err(e) if !e.is_damage() => {
+                tracing::error!(error = %e, "the history file cannot be used: the history is kept in memory until the next start");
+                None
+            }
             Err(e) => {
                 let aside = move_aside(path);
                 tracing::error!(error = %e, moved_to = %aside.display(), "the history file is unreadable: moved aside, starting a new one (runs and measurements before now are in the moved file)");

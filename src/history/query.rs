@@ -124,6 +124,15 @@ pub struct Failure {
     pub cause: Option<String>,
 }
 
+/// `until` in whole seconds, rounded up: a period ending now includes this second's runs.
+fn unix_end(until: SystemTime) -> i64 {
+    let secs = unix(until);
+    let whole = until
+        .duration_since(UNIX_EPOCH)
+        .is_ok_and(|d| d.subsec_nanos() == 0);
+    if whole { secs } else { secs + 1 }
+}
+
 fn time(secs: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
 }
@@ -223,7 +232,7 @@ impl History {
                      WHERE resource = ?2 AND at >= ?3 AND at < ?4 GROUP BY 1 ORDER BY 1",
                 )?;
                 let rows = stmt.query_map(
-                    params![step, resource.name(), unix(since), unix(until)],
+                    params![step, resource.name(), unix(since), unix_end(until)],
                     |r| {
                         Ok(UsagePoint {
                             at: time(r.get(0)?),
@@ -254,7 +263,7 @@ impl History {
                  AND dry_run = 0 GROUP BY 1 ORDER BY 1",
             )?;
             let rows = stmt.query_map(
-                params![step, resource.name(), unix(since), unix(until)],
+                params![step, resource.name(), unix(since), unix_end(until)],
                 |r| {
                     Ok(DeletionPoint {
                         at: time(r.get(0)?),
@@ -277,7 +286,7 @@ impl History {
         since: SystemTime,
         until: SystemTime,
     ) -> rusqlite::Result<Totals> {
-        self.read(move |c| totals(c, resource, unix(since), unix(until)))
+        self.read(move |c| totals(c, resource, unix(since), unix_end(until)))
             .await
     }
 }

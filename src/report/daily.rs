@@ -122,6 +122,90 @@ pub enum DailyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::{PerResource, Priority, Resource, Usage};
+
+    #[tokio::test(start_paused = true)]
+    async fn the_daily_report_fires_at_the_configured_hour_under_paused_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = History::in_memory(DAY * 30);
+        let usage = Usage {
+            total_items: 10,
+            size_bytes: None,
+            size_source: None,
+            usage_fraction: Some(0.2),
+            oldest_age_hours: None,
+            oldest_source: None,
+            notes: Vec::new(),
+        };
+        history.record_usage(Resource::Redis, SystemTime::now(), &usage, Priority::Low);
+        let mut measured = PerResource::default();
+        measured[Resource::Redis] = true;
+        let fire = next_fire(SystemTime::now(), &TimeZone::UTC, 2);
+        let daily = Daily {
+            history: history.clone(),
+            source: ReportSource {
+                base: super::super::Inputs {
+                    measured,
+                    ..Default::default()
+                },
+                drift: Default::default(),
+                breakdown: None,
+            },
+            alerts: Alerts::log_only(
+                &crate::config::load(&Default::default()).unwrap().alerts,
+                "t",
+            ),
+            hour: 2,
+            tz: TimeZone::UTC,
+            dir: dir.path().join("reports"),
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(daily.run(cancel.clone()));
+        let until_fire = fire.duration_since(SystemTime::now()).unwrap();
+        let files = || -> Vec<String> {
+            std::fs::read_dir(dir.path().join("reports"))
+                .map(|d| {
+                    d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        tokio::time::sleep(until_fire.saturating_sub(Duration::from_secs(60))).await;
+        assert!(files().is_empty(), "nothing before the hour");
+        // the report reads the history on a blocking thread: give it real time to finish
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        for _ in 0..200 {
+            if files().len() == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            tokio::task::yield_now().await;
+        }
+        let mut names = files();
+        names.sort();
+        let day = Timestamp::try_from(fire)
+            .unwrap()
+            .to_zoned(TimeZone::UTC)
+            .date();
+        assert_eq!(
+            names,
+            [
+                format!("janitor-report-{day}.json"),
+                format!("janitor-report-{day}.md")
+            ]
+        );
+        let json: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("reports").join(&names[0])).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            json["until"],
+            humantime::format_rfc3339_seconds(fire).to_string()
+        );
+        assert_eq!(json["stores"]["redis"]["usage_now"], 20.0);
+        cancel.cancel();
+        task.await.unwrap();
+    }
 
     fn at(rfc3339: &str) -> SystemTime {
         humantime::parse_rfc3339(rfc3339).unwrap()

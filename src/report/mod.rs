@@ -81,6 +81,23 @@ pub struct Inputs {
     pub documents_expire: bool,
 }
 
+impl Inputs {
+    /// The fixed inputs of `settings`: the `configured` stores, the `swept` ones, their TTLs.
+    pub fn from_settings(
+        settings: &crate::config::Settings,
+        configured: &PerResource<bool>,
+        swept: &PerResource<bool>,
+    ) -> Inputs {
+        Inputs {
+            measured: configured.clone(),
+            swept: swept.clone(),
+            ttl: PerResource::from_fn(|r| swept[r].then(|| settings.retention.ttl(r))),
+            documents_expire: settings.documents.enabled,
+            ..Inputs::default()
+        }
+    }
+}
+
 /// An issue detected, or a recommendation.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Finding {

@@ -163,6 +163,32 @@ async fn runs_and_measurements_survive_a_restart_and_the_report_adds_them_up() {
     assert!(md.starts_with("# Janitor report: 24h"), "{md}");
     assert!(md.contains(&format!("| {applied} |")), "{md}");
 
+    // the command line reads the same file, while the daemon writes it
+    let out = daemon::tempdir();
+    let env: Vec<(String, String)> = [
+        ("REDIS_URL", url.as_str()),
+        ("JANITOR_HISTORY_PATH", history.to_str().unwrap()),
+        (
+            "JANITOR_AUDIT_LOG",
+            out.path().join("audit.jsonl").to_str().unwrap(),
+        ),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec();
+    let status = daemon::janitor(&env, &out)
+        .args(["report", "--period", "24h", "--format", "json"])
+        .status()
+        .unwrap();
+    let printed = std::fs::read_to_string(out.path().join("stdout.log")).unwrap();
+    assert!(status.success(), "{printed}");
+    let cli: Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(cli["stores"]["redis"]["deleted"].as_u64(), Some(applied));
+    let status = daemon::janitor(&env, &out)
+        .args(["report", "--period", "soon"])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+
     for bad in [
         "/api/resources/report?period=forever",
         "/api/resources/report?format=pdf",
