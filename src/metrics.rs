@@ -57,6 +57,8 @@ pub struct Metrics {
     emergency: Family<ResourceLabel, Counter>,
     queue_size: Gauge,
     queue_running: Gauge,
+    s3_delete_inflight: Gauge,
+    s3_delete_throttles: Counter,
     queue_dropped: Counter,
     drift: Family<KindLabel, Gauge>,
     leader: Gauge,
@@ -111,6 +113,8 @@ impl Metrics {
             emergency: Family::default(),
             queue_size: Gauge::default(),
             queue_running: Gauge::default(),
+            s3_delete_inflight: Gauge::default(),
+            s3_delete_throttles: Counter::default(),
             queue_dropped: Counter::default(),
             drift: Family::default(),
             leader: Gauge::default(),
@@ -226,6 +230,16 @@ impl Metrics {
             m.queue_running.clone(),
         );
         r.register(
+            "janitor_s3_delete_inflight",
+            "DeleteObjects requests in flight now (adaptive: grows on clean answers, halves on throttles)",
+            m.s3_delete_inflight.clone(),
+        );
+        r.register(
+            "janitor_s3_delete_throttles",
+            "Throttle signals on DeleteObjects (503, SlowDown, per-key retriable errors, timeouts)",
+            m.s3_delete_throttles.clone(),
+        );
+        r.register(
             "janitor_queue_dropped",
             "Cleanup tasks dropped because the queue was full (the lowest-priority, oldest)",
             m.queue_dropped.clone(),
@@ -326,6 +340,17 @@ impl Metrics {
     }
 
     /// Tasks pending and running in the queue.
+    /// DeleteObjects requests in flight now.
+    pub fn set_s3_delete_inflight(&self, n: usize) {
+        self.s3_delete_inflight.set(n as i64);
+    }
+
+    /// Throttle signals seen by a run's DeleteObjects.
+    pub fn record_s3_throttles(&self, n: u64) {
+        self.s3_delete_throttles.inc_by(n);
+    }
+
+    /// Pending and running tasks.
     pub fn set_queue(&self, pending: usize, running: usize) {
         self.queue_size.set(pending as i64);
         self.queue_running.set(running as i64);

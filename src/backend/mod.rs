@@ -57,6 +57,15 @@ pub enum BackendError {
         /// The server's message.
         message: String,
     },
+    /// The server asked to slow down (503, SlowDown or another throttling code, an answer
+    /// it could not finish): worth another try after a pause.
+    #[error("{backend}: throttled: {message}")]
+    Throttled {
+        /// Which backend.
+        backend: &'static str,
+        /// What it said.
+        message: String,
+    },
     /// No answer within the backend timeout.
     #[error("{backend}: timed out after {}", humantime::format_duration(*.after))]
     Timeout {

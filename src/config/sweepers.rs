@@ -31,6 +31,10 @@ pub struct S3Sweep {
     /// Reference checks younger than this are not repeated before deleting.
     #[serde(with = "super::settings::secs")]
     pub recheck_after: Duration,
+    /// Most DeleteObjects requests in flight (the adaptive limit's ceiling).
+    pub max_inflight: usize,
+    /// Most DeleteObjects requests a second (0: no cap).
+    pub max_rps: u32,
 }
 
 /// A prefix as swept: `uploads/u1` becomes `uploads/u1/` so it never matches `uploads/u10/`;
@@ -106,6 +110,15 @@ pub(super) fn s3_sweep(r: &Reader<'_>, allow_short: bool) -> Result<S3Sweep, Con
             "JANITOR_S3_RECHECK_AFTER_SECONDS",
             "a whole number of seconds (0: check again before every batch)",
         )?),
+        max_inflight: match r.count("JANITOR_S3_MAX_INFLIGHT")? {
+            n @ 1..=64 => n as usize,
+            _ => return Err(r.invalid("JANITOR_S3_MAX_INFLIGHT", "1 to 64")),
+        },
+        max_rps: u32::try_from(r.whole(
+            "JANITOR_S3_MAX_RPS",
+            "a whole number of requests a second (0: no cap)",
+        )?)
+        .map_err(|_| r.invalid("JANITOR_S3_MAX_RPS", "a smaller number"))?,
     })
 }
 

@@ -374,6 +374,16 @@ pub const VARS: &[Var] = &[
         "30",
         "References are checked again just before a delete batch once the run's first check is older than this (0: before every batch).",
     ),
+    var(
+        "JANITOR_S3_MAX_INFLIGHT",
+        "8",
+        "Most DeleteObjects requests in flight: the adaptive concurrency starts at 1, doubles while answers are clean, halves on a throttle (1 to 64).",
+    ),
+    var(
+        "JANITOR_S3_MAX_RPS",
+        "0",
+        "Most DeleteObjects requests a second (0: no cap).",
+    ),
     // Qdrant sweeper
     var(
         "JANITOR_QDRANT_COLLECTIONS",

@@ -102,7 +102,7 @@ async fn references_are_checked_again_only_once_the_plan_is_older_than_the_windo
     assert!(
         notes
             .iter()
-            .any(|n| n.contains("checked again before 0 of 1 batches")),
+            .any(|n| n.contains("checked again before 0 of 1 DeleteObjects requests")),
         "{notes:?}"
     );
 
@@ -122,7 +122,7 @@ async fn references_are_checked_again_only_once_the_plan_is_older_than_the_windo
     assert!(
         notes
             .iter()
-            .any(|n| n.contains("checked again before 1 of 1 batches")),
+            .any(|n| n.contains("checked again before 1 of 1 DeleteObjects requests")),
         "{notes:?}"
     );
 

@@ -379,9 +379,10 @@ impl DocumentsSweeper {
             .collect();
         let (mut failed_keys, mut deleted) = (HashSet::new(), 0);
         for chunk in doomed.chunks(1000) {
-            let failed = s3.delete_objects(chunk).await?;
-            deleted += (chunk.len() - failed.len()) as u64;
-            failed_keys.extend(failed);
+            let answer = s3.delete_objects(chunk).await?;
+            deleted += answer.deleted.len() as u64;
+            failed_keys.extend(answer.unanswered);
+            failed_keys.extend(answer.errors.into_iter().map(|(k, _)| k));
         }
         let not_gone = ids
             .iter()

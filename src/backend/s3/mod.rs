@@ -4,6 +4,7 @@
 //! 1000 keys a page): the listing is streamed, never held. The sweeper is in [`sweep`].
 
 pub mod dangling;
+pub mod delete;
 pub mod sweep;
 
 use std::sync::{Arc, Mutex};
@@ -12,9 +13,15 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+
+pub use delete::DeleteAnswer;
 
 use super::{BackendError, timed};
 use crate::config::S3Conn;
@@ -69,6 +76,46 @@ impl Listing {
             oldest_source: self.oldest.map(|_| Source::Measured),
             notes: Vec::new(),
         }
+    }
+}
+
+/// A DeleteObjects failure, by kind: throttling and transport trouble are worth a retry
+/// after a pause; a refusal (access denied, no such bucket) is not.
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    e: SdkError<E, HttpResponse>,
+) -> BackendError {
+    let throttled = |message: String| BackendError::Throttled {
+        backend: NAME,
+        message,
+    };
+    match &e {
+        SdkError::TimeoutError(_) => throttled("the request timed out".into()),
+        SdkError::DispatchFailure(_) => throttled("the connection failed or was dropped".into()),
+        SdkError::ResponseError(_) => throttled("the answer could not be read".into()),
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or_default();
+            let slow = matches!(
+                code,
+                "SlowDown"
+                    | "ServiceUnavailable"
+                    | "InternalError"
+                    | "RequestTimeout"
+                    | "Throttling"
+            );
+            let message = crate::secret::redact_url(&format!(
+                "{code}: {}",
+                se.err().message().unwrap_or_default()
+            ));
+            if slow || se.raw().status().as_u16() == 503 {
+                throttled(message)
+            } else {
+                BackendError::Request {
+                    backend: NAME,
+                    message,
+                }
+            }
+        }
+        _ => BackendError::request(NAME, DisplayErrorContext(&e)),
     }
 }
 
@@ -156,9 +203,12 @@ impl S3 {
         rx
     }
 
-    /// One DeleteObjects request (at most 1000 keys, quiet); returns the keys the server
-    /// reported as failed.
-    pub async fn delete_objects(&self, keys: &[String]) -> Result<Vec<String>, BackendError> {
+    /// One DeleteObjects request (at most 1000 keys), verbose so every key is accounted
+    /// for, with the SDK's retries off (the caller's throttle decides). A 503, a throttling
+    /// code, a timeout, a dropped connection or an answer that cannot be read is
+    /// [`BackendError::Throttled`] (or `Timeout`); a 200 that lists no key leaves them all
+    /// in `unanswered`.
+    pub async fn delete_objects(&self, keys: &[String]) -> Result<DeleteAnswer, BackendError> {
         debug_assert!(keys.len() <= 1000);
         let objects = keys
             .iter()
@@ -167,7 +217,7 @@ impl S3 {
             .map_err(|e| BackendError::request(NAME, e))?;
         let delete = Delete::builder()
             .set_objects(Some(objects))
-            .quiet(true)
+            .quiet(false)
             .build()
             .map_err(|e| BackendError::request(NAME, e))?;
         let request = self
@@ -175,13 +225,47 @@ impl S3 {
             .delete_objects()
             .bucket(self.bucket())
             .delete(delete)
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),
+            )
             .send();
-        let out = timed(NAME, self.timeout(), request).await?;
-        Ok(out
-            .errors()
+        let out = match tokio::time::timeout(self.timeout, request).await {
+            Err(_) => {
+                return Err(BackendError::Timeout {
+                    backend: NAME,
+                    after: self.timeout,
+                });
+            }
+            Ok(Err(e)) => return Err(classify(e)),
+            Ok(Ok(out)) => out,
+        };
+        let mut answer = DeleteAnswer {
+            deleted: out
+                .deleted()
+                .iter()
+                .filter_map(|d| d.key().map(str::to_owned))
+                .collect(),
+            errors: out
+                .errors()
+                .iter()
+                .filter_map(|e| Some((e.key()?.to_owned(), e.code().unwrap_or("").to_owned())))
+                .collect(),
+            unanswered: Vec::new(),
+        };
+        let mentioned: std::collections::HashSet<&str> = answer
+            .deleted
             .iter()
-            .filter_map(|e| e.key().map(str::to_owned))
-            .collect())
+            .chain(answer.errors.iter().map(|(k, _)| k))
+            .map(String::as_str)
+            .collect();
+        let unanswered = keys
+            .iter()
+            .filter(|k| !mentioned.contains(k.as_str()))
+            .cloned()
+            .collect();
+        answer.unanswered = unanswered;
+        Ok(answer)
     }
 
     /// `HeadBucket`.

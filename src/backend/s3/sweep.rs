@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::dangling::DanglingMerge;
+use super::delete::{self, Throttle};
 use super::{Listing, S3};
 use crate::backend::BackendError;
 use crate::backend::mongo::Mongo;
@@ -38,8 +39,6 @@ use crate::resource::Resource;
 const NAME: &str = "s3";
 /// AWS and MinIO refuse DeleteObjects with more keys than this.
 pub const DELETE_OBJECTS_MAX: usize = 1000;
-/// Tries for keys that DeleteObjects reports as failed.
-const DELETE_TRIES: u32 = 3;
 
 /// Splits keys into DeleteObjects requests of at most [`DELETE_OBJECTS_MAX`].
 pub fn delete_chunks(keys: &[String]) -> std::slice::Chunks<'_, String> {
@@ -57,13 +56,29 @@ pub struct S3Sweeper {
 }
 
 /// One S3 run, from its plan to its finish.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct S3Run {
     /// When the run's first reference check was sent.
     first_check: Option<Instant>,
-    /// Batches whose references were checked again / not again before their delete.
+    /// Requests whose references were checked again / not again before their delete.
     rechecked: AtomicU64,
     not_rechecked: AtomicU64,
+    /// The run's DeleteObjects concurrency (it learns across the run's batches).
+    throttle: tokio::sync::Mutex<Throttle>,
+}
+
+impl S3Run {
+    fn new(settings: &S3Sweep) -> Self {
+        Self {
+            first_check: None,
+            rechecked: AtomicU64::new(0),
+            not_rechecked: AtomicU64::new(0),
+            throttle: tokio::sync::Mutex::new(Throttle::new(
+                settings.max_inflight,
+                settings.max_rps,
+            )),
+        }
+    }
 }
 
 impl S3Sweeper {
@@ -152,7 +167,7 @@ impl S3Sweeper {
     }
 
     async fn plan_inner(&self, ctx: &SweepContext) -> Result<(Plan, S3Run), SweepError> {
-        let mut run = S3Run::default();
+        let mut run = S3Run::new(&self.settings);
         let mut plan = ctx.new_plan(Resource::S3)?;
         self.check_references_exist(&mut plan).await?;
         let min_age = ctx.ttl.max(self.settings.grace);
@@ -309,8 +324,10 @@ impl S3Sweeper {
                 .map(|(id, bytes)| PlannedItem::delete_sized(id, bytes)),
         );
         let planned = (ready.len() - before) as u64;
-        while ready.len() >= DELETE_OBJECTS_MAX || (last && !ready.is_empty()) {
-            let take = ready.len().min(DELETE_OBJECTS_MAX);
+        // a batch (one audit intent) is as many DeleteObjects as may be in flight at once
+        let batch_keys = DELETE_OBJECTS_MAX * self.settings.max_inflight;
+        while ready.len() >= batch_keys || (last && !ready.is_empty()) {
+            let take = ready.len().min(batch_keys);
             let items: Vec<PlannedItem> = ready.drain(..take).collect();
             let batch = Batch {
                 target: target.to_string(),
@@ -323,57 +340,43 @@ impl S3Sweeper {
         Ok(planned)
     }
 
-    async fn apply_inner(
-        &self,
-        run: &S3Run,
-        batch: &Batch,
-        ctx: &SweepContext,
-    ) -> Result<Applied, SweepError> {
+    async fn apply_inner(&self, run: &S3Run, batch: &Batch) -> Result<Applied, SweepError> {
         let keys: Vec<String> = batch.items.iter().map(|i| i.id.clone()).collect();
-        // a document written since planning saves its object; every check of this plan
-        // happened after the first one, so while that is fresh they all are
-        let fresh = run
-            .first_check
-            .is_some_and(|t| t.elapsed() < self.settings.recheck_after);
-        let referenced = if fresh {
-            run.not_rechecked.fetch_add(1, Ordering::Relaxed);
-            Default::default()
-        } else {
-            run.rechecked.fetch_add(1, Ordering::Relaxed);
-            self.referenced(&keys).await?
-        };
         let sizes: HashMap<&str, u64> = batch
             .items
             .iter()
             .filter_map(|i| Some((i.id.as_str(), i.bytes()?)))
             .collect();
-        let size_of =
-            |keys: &[String]| -> u64 { keys.iter().filter_map(|k| sizes.get(k.as_str())).sum() };
-        let mut applied = Applied::default();
-        let (keep, delete): (Vec<String>, Vec<String>) =
-            keys.into_iter().partition(|k| referenced.contains(k));
-        applied.skipped = keep;
-        for chunk in delete_chunks(&delete) {
-            let mut pending: Vec<String> = chunk.to_vec();
-            for attempt in 0..DELETE_TRIES {
-                if attempt > 0 {
-                    let backoff = Duration::from_millis(200 * 4u64.pow(attempt - 1));
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = ctx.cancel.cancelled() => break,
-                    }
-                }
-                let failed = self.s3.delete_objects(&pending).await?;
-                applied.deleted += (pending.len() - failed.len()) as u64;
-                applied.bytes_freed += size_of(&pending) - size_of(&failed);
-                pending = failed;
-                if pending.is_empty() {
-                    break;
-                }
+        // a document written since planning saves its object: each request's keys are
+        // checked again right before it goes, unless every check of this plan is still
+        // fresh (they all happened after the first one)
+        let check = |chunk: Vec<String>| async move {
+            let fresh = run
+                .first_check
+                .is_some_and(|t| t.elapsed() < self.settings.recheck_after);
+            if fresh {
+                run.not_rechecked.fetch_add(1, Ordering::Relaxed);
+                return Ok((chunk, Vec::new()));
             }
-            applied.failed.extend(pending);
-        }
-        Ok(applied)
+            run.rechecked.fetch_add(1, Ordering::Relaxed);
+            let referenced = self.referenced(&chunk).await?;
+            Ok::<_, SweepError>(chunk.into_iter().partition(|k| !referenced.contains(k)))
+        };
+        let mut throttle = run.throttle.lock().await;
+        let (done, kept) =
+            delete::delete_all(&self.s3, keys, &mut throttle, self.metrics.as_ref(), check).await?;
+        Ok(Applied {
+            deleted: done.deleted.len() as u64,
+            bytes_freed: done
+                .deleted
+                .iter()
+                .filter_map(|k| sizes.get(k.as_str()))
+                .sum(),
+            skipped: kept,
+            failed: done.failed,
+            interrupted: done.error.map(SweepError::from),
+            ..Applied::default()
+        })
     }
 
     /// `key` if the object exists (HEAD), `None` if it does not.
@@ -413,7 +416,8 @@ impl Sweep for S3Sweeper {
         batch: &Batch,
         ctx: &SweepContext,
     ) -> Result<Applied, SweepError> {
-        self.apply_inner(run, batch, ctx).await
+        let _ = ctx;
+        self.apply_inner(run, batch).await
     }
 
     /// Objects still there (a HEAD each, 16 at a time).
@@ -433,16 +437,26 @@ impl Sweep for S3Sweeper {
             run.rechecked.load(Ordering::Relaxed),
             run.not_rechecked.load(Ordering::Relaxed),
         );
-        let note = format!(
-            "references checked again before {again} of {} batches (not again while the plan's checks were under {} s old)",
-            again + fresh,
-            self.settings.recheck_after.as_secs()
-        );
-        if again + fresh > 0 {
-            vec![note]
-        } else {
-            Vec::new()
+        if again + fresh == 0 {
+            return Vec::new();
         }
+        let throttle = run.throttle.lock().await;
+        if let Some(m) = &self.metrics {
+            m.record_s3_throttles(throttle.throttles());
+        }
+        vec![
+            format!(
+                "references checked again before {again} of {} DeleteObjects requests (not again while the plan's checks were under {} s old)",
+                again + fresh,
+                self.settings.recheck_after.as_secs()
+            ),
+            format!(
+                "DeleteObjects: up to {} allowed in flight (of {}), {} throttle signals",
+                throttle.peak(),
+                self.settings.max_inflight,
+                throttle.throttles()
+            ),
+        ]
     }
 }
 
