@@ -100,6 +100,9 @@ pub enum ApiError {
     /// 429, with the seconds to wait.
     #[error("rate limit exceeded: retry in {0} s")]
     RateLimited(u64),
+    /// 415: a body that is not JSON by its Content-Type.
+    #[error("Content-Type {0:?}: this endpoint takes application/json")]
+    NotJson(String),
 }
 
 impl ApiError {
@@ -115,6 +118,7 @@ impl ApiError {
             ApiError::Standby(_) => (StatusCode::CONFLICT, "standby"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::NotJson(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         }
     }
 }
@@ -220,15 +224,21 @@ pub fn router(ctx: ApiContext) -> Router {
     let mutating = Router::new()
         .route(
             "/api/resources/cleanup",
-            post(cleanup::cleanup).layer(DefaultBodyLimit::max(MAX_BODY)),
+            post(cleanup::cleanup)
+                .layer(DefaultBodyLimit::max(MAX_BODY))
+                .layer(middleware::from_fn(require_json)),
         )
         .route(
             "/api/resources/emergency",
-            post(cleanup::emergency).layer(DefaultBodyLimit::max(MAX_BODY)),
+            post(cleanup::emergency)
+                .layer(DefaultBodyLimit::max(MAX_BODY))
+                .layer(middleware::from_fn(require_json)),
         )
         .route(
             "/api/dedup/register",
-            post(dedup::register).layer(DefaultBodyLimit::max(MAX_BODY)),
+            post(dedup::register)
+                .layer(DefaultBodyLimit::max(MAX_BODY))
+                .layer(middleware::from_fn(require_json)),
         )
         .route_layer(middleware::from_fn_with_state(api.clone(), require_admin));
     let protected = Router::new()
@@ -248,7 +258,9 @@ pub fn router(ctx: ApiContext) -> Router {
         )
         .route(
             "/api/dedup/lookup",
-            post(dedup::lookup).layer(DefaultBodyLimit::max(MAX_BODY)),
+            post(dedup::lookup)
+                .layer(DefaultBodyLimit::max(MAX_BODY))
+                .layer(middleware::from_fn(require_json)),
         )
         .merge(mutating)
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
@@ -256,7 +268,9 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/", get(page::page))
         .route(
             "/api/session",
-            post(page::sign_in).layer(DefaultBodyLimit::max(MAX_BODY)),
+            post(page::sign_in)
+                .layer(DefaultBodyLimit::max(MAX_BODY))
+                .layer(middleware::from_fn(require_json)),
         )
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
@@ -265,6 +279,21 @@ pub fn router(ctx: ApiContext) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn(request_id::layer))
         .with_state(api)
+}
+
+/// Refuses a body whose Content-Type says it is not JSON (no Content-Type is read as JSON,
+/// so a bare `curl -X POST` with no body still works).
+async fn require_json(request: Request, next: Next) -> Result<Response, ApiError> {
+    if let Some(kind) = request.headers().get(header::CONTENT_TYPE) {
+        let text = kind.to_str().unwrap_or_default();
+        let mime = text.split(';').next().unwrap_or_default().trim();
+        let json = mime.eq_ignore_ascii_case("application/json")
+            || mime.to_ascii_lowercase().ends_with("+json");
+        if !json {
+            return Err(ApiError::NotJson(text.chars().take(100).collect()));
+        }
+    }
+    Ok(next.run(request).await)
 }
 
 /// Refuses a mutating route while no admin token is configured (the token itself is

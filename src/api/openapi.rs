@@ -45,7 +45,7 @@ pub fn document() -> Value {
                     "properties": {
                         "resource_type": { "enum": [null, "redis_cache", "qdrant_vectors", "minio_files", "documents"] },
                         "dry_run": { "type": "boolean", "default": false },
-                        "priority": { "enum": ["LOW", "MEDIUM", "HIGH", "CRITICAL"] },
+                        "priority": { "enum": [null, "LOW", "MEDIUM", "HIGH", "CRITICAL"], "description": "null or absent: MEDIUM" },
                         "reason": { "type": "string", "description": "Kept in the task and the run record" }
                     },
                     "example": { "resource_type": "redis_cache" }
@@ -89,6 +89,7 @@ pub fn document() -> Value {
                         "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CleanupResult" } } } },
                     "202": json_ok("Tasks queued: run_ids (each task's id is its run's id)"),
                     "400": error_response("Invalid JSON"),
+                    "415": error_response("A Content-Type other than application/json"),
                     "401": unauthorized,
                     "403": error_response("No admin token configured"),
                     "409": error_response("Standby replica: another one holds the leader lease (dry runs allowed)"),
@@ -104,6 +105,7 @@ pub fn document() -> Value {
                 "responses": {
                     "202": json_ok("Queued: success, accepted, run_ids, message"),
                     "400": error_response("Invalid JSON"),
+                    "415": error_response("A Content-Type other than application/json"),
                     "401": unauthorized,
                     "403": error_response("No admin token configured"),
                     "409": error_response("Standby replica: another one holds the leader lease"),
@@ -123,6 +125,7 @@ pub fn document() -> Value {
                 "responses": {
                     "204": { "description": "Signed in (Set-Cookie)" },
                     "400": error_response("Invalid JSON"),
+                    "415": error_response("A Content-Type other than application/json"),
                     "401": error_response("Wrong token"),
                     "403": error_response("No admin token configured: no sign-in needed"),
                     "429": error_response("More than 10 tries a minute")
@@ -180,7 +183,7 @@ pub fn document() -> Value {
             "/api/dedup/check": { "post": {
                 "summary": "SHA-256 of the streamed body, and the user's document holding it",
                 "security": secured,
-                "parameters": [{ "name": "user_id", "in": "query", "required": true, "schema": { "type": "string" } }],
+                "parameters": [{ "name": "user_id", "in": "query", "required": true, "schema": { "type": "string", "minLength": 1 } }],
                 "requestBody": { "content": { "application/octet-stream": {} } },
                 "responses": {
                     "200": json_ok("sha256, size, duplicate, document_id"),
@@ -194,10 +197,11 @@ pub fn document() -> Value {
                 "security": secured,
                 "requestBody": { "content": { "application/json": { "schema": { "type": "object",
                     "required": ["user_id", "sha256"],
-                    "properties": { "user_id": { "type": "string" }, "sha256": { "type": "string", "pattern": "^[0-9a-fA-F]{64}$" } } } } } },
+                    "properties": { "user_id": { "type": "string", "minLength": 1 }, "sha256": { "type": "string", "pattern": "^[0-9a-fA-F]{64}$" } } } } } },
                 "responses": {
                     "200": json_ok("sha256, duplicate, document_id"),
                     "400": error_response("Missing user_id, sha256 not 64 hex digits, invalid JSON"),
+                    "415": error_response("A Content-Type other than application/json"),
                     "401": unauthorized,
                     "503": error_response("MongoDB unavailable")
                 } } },
@@ -206,12 +210,13 @@ pub fn document() -> Value {
                 "security": secured,
                 "requestBody": { "content": { "application/json": { "schema": { "type": "object",
                     "required": ["user_id", "sha256", "document_id"],
-                    "properties": { "user_id": { "type": "string" }, "sha256": { "type": "string" },
+                    "properties": { "user_id": { "type": "string", "minLength": 1 }, "sha256": { "type": "string" },
                         "document_id": { "type": "string" }, "object_key": { "type": "string" } } } } } },
                 "responses": {
                     "201": json_ok("Recorded"),
                     "200": json_ok("Already recorded for this document"),
                     "400": error_response("Missing field, sha256 not 64 hex digits, invalid JSON"),
+                    "415": error_response("A Content-Type other than application/json"),
                     "401": unauthorized,
                     "403": error_response("No admin token configured"),
                     "404": error_response("No such document of this user (register mode document)"),

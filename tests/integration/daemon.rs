@@ -235,6 +235,19 @@ async fn api_statuses_and_shapes() {
         r.json::<Value>().await.unwrap()["error"]["code"],
         "bad_request"
     );
+    // JSON sent as something else is refused, not guessed at
+    let r = reqwest::Client::new()
+        .post(d.url(cleanup))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body(r#"{"dry_run": true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
+    assert!(body["request_id"].is_string());
     let r = post(&d, cleanup, vec![b' '; 65 * 1024], Some(TOKEN)).await;
     assert_eq!(r.status(), 413);
     assert_eq!(

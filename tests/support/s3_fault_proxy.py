@@ -443,6 +443,10 @@ def parse_delete(headers: list[tuple[str, str]], body: bytes):
     return root, ns, objects, keys, encoded
 
 
+def xml_bytes(root: ET.Element) -> bytes:
+    return b'<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(root, encoding="unicode").encode()
+
+
 def error_xml(code: str, message: str, resource: str, request_id: str) -> bytes:
     e = lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # noqa: E731
     return (
@@ -646,7 +650,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if len(withheld) < len(keys):
             if ns:
                 ET.register_namespace("", ns[1:-1])
-            new_payload = ET.tostring(root, encoding="UTF-8", xml_declaration=True)
+            new_payload = xml_bytes(root)
             new_headers = self.resign(raw_path, raw_query, headers, new_payload, encoded)
             resp = self.call_upstream(self.command, self.path, new_headers, new_payload)
             if resp is None:
@@ -675,7 +679,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             ET.SubElement(err, f"{rns}Message").text = ERROR_MESSAGES.get(code, code)
         if rns:
             ET.register_namespace("", rns[1:-1])
-        out = ET.tostring(result, encoding="UTF-8", xml_declaration=True)
+        out = xml_bytes(result)
         self.respond(200, out, resp_headers)
         return 200
 

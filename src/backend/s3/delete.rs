@@ -155,6 +155,8 @@ pub struct Deleted {
     pub deleted: Vec<String>,
     /// Keys not deleted: a permanent per-key error, or retriable ones out of tries.
     pub failed: Vec<String>,
+    /// Of those, the keys still throttled after [`KEY_TRIES`] tries.
+    pub throttled_out: usize,
     /// A request failed for another reason than throttling (the keys of the requests not
     /// answered are in `failed`): the caller ends the run with it.
     pub error: Option<BackendError>,
@@ -239,6 +241,9 @@ where
         }
         if !again.is_empty() {
             if tries >= KEY_TRIES || out.error.is_some() {
+                if out.error.is_none() {
+                    out.throttled_out += again.len();
+                }
                 out.failed.extend(again);
             } else {
                 queue.push_back((again, tries));

@@ -374,7 +374,20 @@ impl S3Sweeper {
                 .sum(),
             skipped: kept,
             failed: done.failed,
-            interrupted: done.error.map(SweepError::from),
+            // still throttled after every try: the run fails (and its timer backs off) rather
+            // than reading as a success that deleted nothing
+            interrupted: done.error.map(SweepError::from).or_else(|| {
+                (done.throttled_out > 0).then(|| {
+                    SweepError::from(BackendError::Throttled {
+                        backend: NAME,
+                        message: format!(
+                            "{} keys still throttled after {} tries: left for the next run",
+                            done.throttled_out,
+                            delete::KEY_TRIES
+                        ),
+                    })
+                })
+            }),
             ..Applied::default()
         })
     }
