@@ -213,33 +213,44 @@ mod tests {
 
     #[test]
     fn the_next_fire_is_the_next_report_hour_in_the_time_zone() {
-        let utc = TimeZone::UTC;
-        assert_eq!(
-            next_fire(at("2026-11-30T01:00:00Z"), &utc, 2),
-            at("2026-11-30T02:00:00Z")
-        );
-        assert_eq!(
-            next_fire(at("2026-11-30T02:00:00Z"), &utc, 2),
-            at("2026-12-01T02:00:00Z")
-        );
-        assert_eq!(
-            next_fire(at("2026-11-30T23:59:59Z"), &utc, 0),
-            at("2026-12-01T00:00:00Z")
-        );
-        // Madrid is UTC+1 in winter, UTC+2 in summer
         let madrid = TimeZone::get("Europe/Madrid").unwrap();
-        assert_eq!(
-            next_fire(at("2026-11-30T12:00:00Z"), &madrid, 2),
-            at("2026-12-01T01:00:00Z")
-        );
-        assert_eq!(
-            next_fire(at("2026-07-01T12:00:00Z"), &madrid, 2),
-            at("2026-07-02T00:00:00Z")
-        );
-        // 2 AM does not exist the night clocks go forward (29 March 2026): 3 AM is used
-        assert_eq!(
-            next_fire(at("2026-03-28T12:00:00Z"), &madrid, 2),
-            at("2026-03-29T01:00:00Z")
-        );
+        let cases = [
+            (
+                TimeZone::UTC,
+                "2026-11-30T01:00:00Z",
+                2,
+                "2026-11-30T02:00:00Z",
+            ),
+            (
+                TimeZone::UTC,
+                "2026-11-30T02:00:00Z",
+                2,
+                "2026-12-01T02:00:00Z",
+            ),
+            (
+                TimeZone::UTC,
+                "2026-11-30T23:59:59Z",
+                0,
+                "2026-12-01T00:00:00Z",
+            ),
+            // Madrid is UTC+1 in winter, UTC+2 in summer
+            (
+                madrid.clone(),
+                "2026-11-30T12:00:00Z",
+                2,
+                "2026-12-01T01:00:00Z",
+            ),
+            (
+                madrid.clone(),
+                "2026-07-01T12:00:00Z",
+                2,
+                "2026-07-02T00:00:00Z",
+            ),
+            // 2 AM does not exist the night clocks go forward (29 March 2026): 3 AM is used
+            (madrid, "2026-03-28T12:00:00Z", 2, "2026-03-29T01:00:00Z"),
+        ];
+        for (tz, now, hour, want) in cases {
+            assert_eq!(next_fire(at(now), &tz, hour), at(want), "{now} at {hour}h");
+        }
     }
 }

@@ -9,12 +9,11 @@ use qdrant_client::qdrant::{
 use resource_janitor::backend::Backends;
 use resource_janitor::breakdown::{Breakdown, Options, Walkers};
 use resource_janitor::resource::Resource;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::require_services;
 use crate::smoke::s3_client;
-use crate::support::daemon::{Daemon, TOKEN, env_for, tempdir};
+use crate::support::daemon::{Daemon, env_for, tempdir};
 use crate::support::process;
 use crate::support::{self, Namespace};
 
@@ -167,16 +166,6 @@ async fn s3_objects_are_grouped_by_prefix_with_measured_sizes_and_ages() {
     assert_eq!(group(&b, "uploads/u2/").bytes, 400);
 }
 
-async fn get(d: &Daemon, path: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .get(d.url(path))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn the_api_answers_each_store_caches_and_refuses_bad_requests() {
     let svc = require_services!();
@@ -203,7 +192,7 @@ async fn the_api_answers_each_store_caches_and_refuses_bad_requests() {
 
     let dir = tempdir();
     let d = Daemon::start(env_for(svc, &ns, dir.path()), dir).await;
-    let (status, redis) = get(&d, "/api/resources/breakdown?resource=redis").await;
+    let (status, redis) = d.get("/api/resources/breakdown?resource=redis").await;
     assert_eq!(status, 200, "{redis}");
     assert_eq!(redis["items"], 40);
     assert_eq!(redis["groups"][0]["prefix"], "cache:");
@@ -211,13 +200,17 @@ async fn the_api_answers_each_store_caches_and_refuses_bad_requests() {
 
     // cached: keys added since do not show until a refresh
     fill(&url, "later:", 10, "v", None).await;
-    let (_, again) = get(&d, "/api/resources/breakdown?resource=redis_cache").await;
+    let (_, again) = d.get("/api/resources/breakdown?resource=redis_cache").await;
     assert_eq!(again["items"], 40);
     assert_eq!(again["generated_at"], redis["generated_at"]);
-    let (_, fresh) = get(&d, "/api/resources/breakdown?resource=redis&refresh=true").await;
+    let (_, fresh) = d
+        .get("/api/resources/breakdown?resource=redis&refresh=true")
+        .await;
     assert_eq!(fresh["items"], 50);
 
-    let (status, qd) = get(&d, "/api/resources/breakdown?resource=qdrant&top=1000").await;
+    let (status, qd) = d
+        .get("/api/resources/breakdown?resource=qdrant&top=1000")
+        .await;
     assert_eq!(status, 200, "{qd}");
     let ours = qd["groups"]
         .as_array()
@@ -229,7 +222,7 @@ async fn the_api_answers_each_store_caches_and_refuses_bad_requests() {
     assert_eq!(ours["bytes"], 30 * 8 * 4, "points x dimension x float32");
     assert_eq!(ours["timestamp_indexed"], false);
 
-    let (status, s3) = get(&d, "/api/resources/breakdown?resource=minio").await;
+    let (status, s3) = d.get("/api/resources/breakdown?resource=minio").await;
     assert_eq!((status, s3["resource"].as_str()), (200, Some("s3")), "{s3}");
 
     for (query, want) in [
@@ -240,7 +233,7 @@ async fn the_api_answers_each_store_caches_and_refuses_bad_requests() {
         ("resource=redis&depth=x", 400),
         ("", 400),
     ] {
-        let (status, body) = get(&d, &format!("/api/resources/breakdown?{query}")).await;
+        let (status, body) = d.get(&format!("/api/resources/breakdown?{query}")).await;
         assert_eq!(status, want, "{query}: {body}");
         assert_eq!(body["success"], false, "{query}: {body}");
         assert!(body["request_id"].is_string(), "{query}: {body}");

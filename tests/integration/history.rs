@@ -54,21 +54,6 @@ async fn cleanup(d: &Daemon) -> Value {
     r.json().await.unwrap()
 }
 
-async fn get(d: &Daemon, path: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .get(d.url(path))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 fn stop(mut d: Daemon) {
     d.signal("TERM");
     assert!(
@@ -97,7 +82,7 @@ async fn runs_and_measurements_survive_a_restart_and_the_report_adds_them_up() {
     let d = start(svc, &ns, &history).await;
     support::fill_redis(&url, "tmp:b:", 12).await;
     cleanup(&d).await;
-    let (_, runs) = get(&d, "/api/resources/runs?resource=redis&limit=100").await;
+    let (_, runs) = d.get("/api/resources/runs?resource=redis&limit=100").await;
     let listed: Vec<&str> = runs["runs"]
         .as_array()
         .unwrap()
@@ -109,17 +94,21 @@ async fn runs_and_measurements_survive_a_restart_and_the_report_adds_them_up() {
         "the run before the restart: {runs:#}"
     );
     assert_eq!(runs["total"].as_u64().unwrap() as usize, listed.len());
-    let (status, one) = get(&d, &format!("/api/resources/runs/{id}")).await;
+    let (status, one) = d.get(&format!("/api/resources/runs/{id}")).await;
     assert_eq!((status, one["deleted"].as_u64()), (200, Some(30)));
     assert_eq!(one["reason"], "manual cleanup via API: history test");
-    let (status, _) = get(&d, "/api/resources/runs/no-such-run").await;
+    let (status, _) = d.get("/api/resources/runs/no-such-run").await;
     assert_eq!(status, 404);
 
     // pages: one at a time, newest first, nothing twice
-    let (_, page) = get(&d, "/api/resources/runs?resource=redis&limit=1&offset=1").await;
+    let (_, page) = d
+        .get("/api/resources/runs?resource=redis&limit=1&offset=1")
+        .await;
     assert_eq!(page["runs"][0]["id"], listed[1]);
 
-    let (status, series) = get(&d, "/api/resources/history?resource=redis&period=24h").await;
+    let (status, series) = d
+        .get("/api/resources/history?resource=redis&period=24h")
+        .await;
     assert_eq!(status, 200, "{series}");
     assert!(
         !series["usage"].as_array().unwrap().is_empty(),
@@ -133,7 +122,7 @@ async fn runs_and_measurements_survive_a_restart_and_the_report_adds_them_up() {
         .sum();
 
     // the report's figures are the runs' sums
-    let (status, report) = get(&d, "/api/resources/report?period=24h").await;
+    let (status, report) = d.get("/api/resources/report?period=24h").await;
     assert_eq!(status, 200, "{report}");
     let applied: u64 = runs["runs"]
         .as_array()
@@ -157,7 +146,7 @@ async fn runs_and_measurements_survive_a_restart_and_the_report_adds_them_up() {
         redis["runs"]["succeeded"].as_u64().unwrap() as usize,
         listed.len()
     );
-    let (status, md) = get(&d, "/api/resources/report?period=24h&format=md").await;
+    let (status, md) = d.get("/api/resources/report?period=24h&format=md").await;
     assert_eq!(status, 200);
     let md = md.as_str().unwrap();
     assert!(md.starts_with("# Janitor report: 24h"), "{md}");
@@ -197,7 +186,7 @@ async fn runs_and_measurements_survive_a_restart_and_the_report_adds_them_up() {
         "/api/resources/runs?since=yesterday",
         "/api/resources/runs?outcome=great",
     ] {
-        let (status, body) = get(&d, bad).await;
+        let (status, body) = d.get(bad).await;
         assert_eq!(status, 422, "{bad}: {body}");
         assert!(body["request_id"].is_string());
     }
@@ -214,7 +203,7 @@ async fn a_corrupt_history_file_is_moved_aside_and_cleaning_goes_on() {
     let d = start(svc, &ns, &history).await;
     support::fill_redis(&url, "tmp:", 10).await;
     assert_eq!(cleanup(&d).await["deleted_counts"]["redis"], 10);
-    let (_, runs) = get(&d, "/api/resources/runs").await;
+    let (_, runs) = d.get("/api/resources/runs").await;
     assert!(runs["total"].as_u64().unwrap() >= 1);
     let moved = std::fs::read_dir(keep.path())
         .unwrap()

@@ -115,6 +115,21 @@ impl Daemon {
             .unwrap()
     }
 
+    /// GET `path` with the admin token: the status and the body (JSON, or the text as a
+    /// JSON string).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, body)
+    }
+
     /// The audit log's path.
     pub fn audit_log(&self) -> PathBuf {
         self.dir.path().join("audit.jsonl")
