@@ -7,8 +7,10 @@ are referenced by a MongoDB document (minio_key, indexed). So D = N/4 objects ar
 unreferenced: what the janitor must delete.
 
   floor    the fastest direct loop: DeleteObjects over the already-known D keys, 1000 a
-           request, sequential (the janitor's concurrency)
-  janitor  `janitor sweep --once --resource s3`: listing, reference checks, deletion
+           request, sequential
+  janitor  `janitor sweep --once --resource s3`: listing, reference checks, deletion with
+           adaptive concurrency (JANITOR_S3_MAX_INFLIGHT=8, the default)
+  janitor-1  the same at JANITOR_S3_MAX_INFLIGHT=1 (one DeleteObjects in flight)
   rclone   `rclone delete --min-age 7d --use-server-modtime --checkers 32` (checks age only,
            so it deletes all N/2 old objects, one DELETE request each)
 
@@ -158,7 +160,7 @@ def floor(garage: Garage, bucket: str, keys: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def janitor(garage: Garage, mongo_uri: str, bucket: str, workdir: str) -> tuple[float, int, str]:
+def janitor(garage: Garage, mongo_uri: str, bucket: str, workdir: str, inflight: int = 8) -> tuple[float, int, str]:
     env = {
         "PATH": os.environ["PATH"],
         "S3_ENDPOINT": f"http://127.0.0.1:{garage.s3_port}", "S3_BUCKET": bucket,
@@ -166,7 +168,7 @@ def janitor(garage: Garage, mongo_uri: str, bucket: str, workdir: str) -> tuple[
         "MONGODB_URI": mongo_uri, "MONGODB_DATABASE": f"bench_{bucket}".replace("-", "_"),
         "FILES_TTL_DAYS": "7", "JANITOR_MAX_DELETE_FRACTION": "1", "JANITOR_MAX_DELETE_COUNT": "100000000",
         "JANITOR_AUDIT_LOG": os.path.join(workdir, "audit.jsonl"), "JANITOR_LOG_FORMAT": "json",
-        "JANITOR_BACKEND_TIMEOUT_SECONDS": "30",
+        "JANITOR_BACKEND_TIMEOUT_SECONDS": "30", "JANITOR_S3_MAX_INFLIGHT": str(inflight),
     }
     return sweep_once("s3", env, workdir)
 
@@ -198,17 +200,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--objects", type=int, default=100_000)
     ap.add_argument("--mongodb-uri", required=True)
+    ap.add_argument("--skip-rclone", action="store_true", help="the slow peer (one DELETE per object)")
     args = ap.parse_args()
     n = args.objects
-    buckets = ["bench-floor", "bench-janitor", "bench-rclone", "bench-small"]
+    buckets = ["bench-floor", "bench-janitor", "bench-janitor1", "bench-small"]
+    if not args.skip_rclone:
+        buckets.insert(3, "bench-rclone")
     garage = Garage(buckets)
     mongo = pymongo.MongoClient(args.mongodb_uri)
     workdir = tempfile.mkdtemp(prefix="janitor-bench-s3-")
     try:
         t = time.perf_counter()
         small_orphans = seed(garage, mongo, "bench-small", n // 10)
-        orphans = {b: seed(garage, mongo, b, n) for b in buckets[:3]}
-        print(f"seeded {3 * n + n // 10:,} objects in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        orphans = {b: seed(garage, mongo, b, n) for b in buckets if b != "bench-small"}
+        seeding = time.perf_counter() - t
+        seeded = len(orphans) * n + n // 10
+        print(f"seeded {seeded:,} objects in {seeding:.0f} s ({seeded / seeding:.0f}/s, 32 concurrent PUTs)",
+              file=sys.stderr)
 
         _, rss_small, _ = janitor(garage, args.mongodb_uri, "bench-small", workdir)
 
@@ -222,8 +230,14 @@ def main() -> None:
         jan_mongo = delta(mongo_commands(mongo), mongo_before)
 
         before = garage.requests()
-        rclone_s = rclone(garage, "bench-rclone", workdir)
-        rclone_req = delta(garage.requests(), before)
+        jan1_s, _, summary1 = janitor(garage, args.mongodb_uri, "bench-janitor1", workdir, inflight=1)
+        jan1_req = delta(garage.requests(), before)
+
+        rclone_s, rclone_req = None, {}
+        if not args.skip_rclone:
+            before = garage.requests()
+            rclone_s = rclone(garage, "bench-rclone", workdir)
+            rclone_req = delta(garage.requests(), before)
 
         d = len(orphans["bench-janitor"])
         n_old = n // 2
@@ -231,13 +245,19 @@ def main() -> None:
         ref_budget = -(-n_old // 1000)
         print(f"\nS3 orphan sweep, {n:,} objects ({n_old:,} older than 7 d, {d:,} of those unreferenced)\n")
         print(f"{'contender':<52} {'wall s':>8} {'S3 requests':>12}  by endpoint")
-        for name, secs, req in [
-            ("floor: DeleteObjects over the known keys", floor_s, floor_req),
+        rows = [
+            ("floor: sequential DeleteObjects, known keys", floor_s, floor_req),
             ("janitor sweep (list + references + delete)", jan_s, jan_req),
-            ("rclone delete --min-age 7d --checkers 32 (age only)", rclone_s, rclone_req),
-        ]:
+            ("janitor sweep, JANITOR_S3_MAX_INFLIGHT=1", jan1_s, jan1_req),
+        ]
+        if rclone_s is not None:
+            rows.append(("rclone delete --min-age 7d --checkers 32 (age only)", rclone_s, rclone_req))
+        print(f"seeding: {seeded:,} objects in {seeding:.0f} s ({seeded / seeding:.0f} PUT/s, 32 concurrent)")
+        for name, secs, req in rows:
             print(f"{name:<52} {secs:>8.2f} {sum(req.values()):>12,}  {req}")
-        print(f"\njanitor / floor: {jan_s / floor_s:.2f}x   janitor / rclone: {jan_s / rclone_s:.2f}x")
+        print(f"\njanitor / floor: {jan_s / floor_s:.2f}x   janitor / janitor at 1 in flight: {jan_s / jan1_s:.2f}x"
+              + (f"   janitor / rclone: {jan_s / rclone_s:.2f}x" if rclone_s else ""))
+        print(f"janitor at 1 in flight: {summary1}")
         print(f"janitor S3 requests {sum(jan_req.values())} vs budget 1.05 x {budget} = {1.05 * budget:.0f} "
               f"(LIST ceil(N/1000) + DeleteObjects ceil(D/1000))")
         # find: the $in reference checks, plus one cursor for the dangling-reference merge;
