@@ -4,6 +4,7 @@
 mod support;
 
 mod breakdown;
+mod chaos;
 mod crash;
 mod daemon;
 mod daemon_runs;
