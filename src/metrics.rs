@@ -58,6 +58,9 @@ pub struct Metrics {
     queue_size: Gauge,
     queue_running: Gauge,
     s3_delete_inflight: Gauge,
+    process_resident: Gauge,
+    process_fds: Gauge,
+    runtime_tasks: Gauge,
     s3_delete_throttles: Counter,
     queue_dropped: Counter,
     drift: Family<KindLabel, Gauge>,
@@ -114,6 +117,9 @@ impl Metrics {
             queue_size: Gauge::default(),
             queue_running: Gauge::default(),
             s3_delete_inflight: Gauge::default(),
+            process_resident: Gauge::default(),
+            process_fds: Gauge::default(),
+            runtime_tasks: Gauge::default(),
             s3_delete_throttles: Counter::default(),
             queue_dropped: Counter::default(),
             drift: Family::default(),
@@ -230,6 +236,21 @@ impl Metrics {
             m.queue_running.clone(),
         );
         r.register(
+            "janitor_process_resident_bytes",
+            "Resident memory of the janitor (VmRSS), sampled every monitoring cycle",
+            m.process_resident.clone(),
+        );
+        r.register(
+            "janitor_process_open_fds",
+            "Open file descriptors of the janitor, sampled every monitoring cycle",
+            m.process_fds.clone(),
+        );
+        r.register(
+            "janitor_runtime_alive_tasks",
+            "Tasks alive in the async runtime, sampled every monitoring cycle",
+            m.runtime_tasks.clone(),
+        );
+        r.register(
             "janitor_s3_delete_inflight",
             "DeleteObjects requests in flight now (adaptive: grows on clean answers, halves on throttles)",
             m.s3_delete_inflight.clone(),
@@ -340,6 +361,26 @@ impl Metrics {
     }
 
     /// Tasks pending and running in the queue.
+    /// Samples the process's resident memory, open descriptors and live tasks (the soak
+    /// test watches them stay flat). Linux only: elsewhere the first two stay 0.
+    pub fn record_process(&self) {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
+        if let Some(kib) = rss_kib {
+            self.process_resident.set(kib * 1024);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.process_fds.set(fds.count() as i64);
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks
+                .set(handle.metrics().num_alive_tasks() as i64);
+        }
+    }
+
     /// DeleteObjects requests in flight now.
     pub fn set_s3_delete_inflight(&self, n: usize) {
         self.s3_delete_inflight.set(n as i64);

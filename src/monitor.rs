@@ -259,6 +259,7 @@ impl Worker for Monitor {
         let workers = self.workers.snapshot();
         self.metrics.record_workers(&workers);
         self.metrics.set_leader(leader);
+        self.metrics.record_process();
         self.alert(&workers);
         if ok == 0 && failed > 0 {
             return Err(MonitorError { failed });
