@@ -44,6 +44,8 @@ pub struct Intent {
     pub batch: Batch,
     /// Why the run's task was queued (an API cleanup's `reason`, the monitor's pressure).
     pub task_reason: Option<String>,
+    /// When the intent was written (to the second, as the log keeps it).
+    pub written_at: SystemTime,
 }
 
 /// What applying a batch did, as the store confirmed it.
@@ -357,6 +359,10 @@ fn scan(file: &mut std::fs::File) -> std::io::Result<(OpenIntents, u64)> {
                     seq: key.1,
                     batch,
                     task_reason: value["task_reason"].as_str().map(str::to_owned),
+                    written_at: value["time"]
+                        .as_str()
+                        .and_then(|t| humantime::parse_rfc3339(t).ok())
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
                 };
                 open.insert(key, intent);
             }

@@ -8,7 +8,7 @@
 //! run with nothing more deleted (`failed_closed`).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
@@ -294,6 +294,7 @@ impl Engine {
                 seq: read - 1,
                 batch: batch.clone(),
                 task_reason: record.reason.clone(),
+                written_at: SystemTime::now(),
             };
             if let Err(e) = self.audit.intent(intent).await {
                 self.audit_failed(record, &e);
@@ -350,6 +351,13 @@ impl Engine {
     /// and records that. False if it could not: nothing is planned or deleted then.
     async fn recover(&self, sweeper: &dyn Sweeper, record: &mut RunRecord) -> bool {
         for intent in self.audit.open_intents(record.resource) {
+            // a request sent just before the janitor stopped may still reach the store (a
+            // proxy, a slow network): the store is asked once such a request would have
+            // timed out twice over, not before
+            let settle = intent.written_at + 2 * self.settings.scheduling.backend_timeout;
+            if let Ok(wait) = settle.duration_since(SystemTime::now()) {
+                tokio::time::sleep(wait + Duration::from_secs(1)).await;
+            }
             let not_applied = match sweeper.unapplied(&intent.batch).await {
                 Ok(n) => n,
                 Err(e) => {

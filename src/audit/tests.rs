@@ -30,6 +30,7 @@ fn intent(run_id: &str, resource: Resource, seq: u64) -> Intent {
         seq,
         batch: batch(),
         task_reason: Some("manual cleanup via API: disk alarm".into()),
+        written_at: std::time::UNIX_EPOCH,
     }
 }
 
@@ -115,14 +116,23 @@ async fn reopening_finds_the_intents_without_an_outcome_and_cuts_a_torn_tail() {
         whole,
         "torn tail cut"
     );
-    assert_eq!(
-        log.open_intents(Resource::Redis),
-        [intent("r1", Resource::Redis, 1)]
-    );
-    assert_eq!(
-        log.open_intents(Resource::S3),
-        [intent("r2", Resource::S3, 0)]
-    );
+    // read back as written, the time to the second
+    let now = std::time::SystemTime::now();
+    let read = |r: Resource| -> Vec<Intent> {
+        let open = log.open_intents(r);
+        for i in &open {
+            let age = now.duration_since(i.written_at).unwrap();
+            assert!(age < std::time::Duration::from_secs(60), "{age:?}");
+        }
+        open.into_iter()
+            .map(|i| Intent {
+                written_at: std::time::UNIX_EPOCH,
+                ..i
+            })
+            .collect()
+    };
+    assert_eq!(read(Resource::Redis), [intent("r1", Resource::Redis, 1)]);
+    assert_eq!(read(Resource::S3), [intent("r2", Resource::S3, 0)]);
     assert!(log.open_intents(Resource::Qdrant).is_empty());
     // recovery closes an intent: the next open finds it closed
     let recovered = Outcome::recovered(&batch(), vec!["doc_segments:1".into()]);

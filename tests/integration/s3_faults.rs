@@ -24,13 +24,13 @@ use crate::smoke::s3_client;
 use crate::support::{self, Namespace, Services};
 
 /// The proxy, stopped when dropped.
-struct Proxy {
+pub(crate) struct Proxy {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Proxy {
-    fn start(svc: &Services) -> Proxy {
+    pub(crate) fn start(svc: &Services) -> Proxy {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/support/s3_fault_proxy.py"
@@ -59,7 +59,7 @@ impl Proxy {
         }
     }
 
-    async fn faults(&self, settings: Value) {
+    pub(crate) async fn faults(&self, settings: Value) {
         let r = reqwest::Client::new()
             .post(format!("{}/__faults", self.url))
             .json(&settings)
