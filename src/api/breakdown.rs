@@ -40,10 +40,12 @@ pub async fn breakdown(
     query: Result<Query<BreakdownQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let resource: Resource = q
-        .resource
-        .parse()
-        .map_err(|e| ApiError::Unprocessable(format!("{e}: expected redis, minio or qdrant")))?;
+    let resource: Resource =
+        q.resource
+            .parse()
+            .map_err(|e: crate::resource::UnknownResource| {
+                ApiError::Unprocessable(format!("{e}; a breakdown is of redis, minio or qdrant"))
+            })?;
     let defaults = Options::default();
     let opts = Options {
         depth: q.depth.unwrap_or(defaults.depth),

@@ -60,8 +60,7 @@ fn parse<T: DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    super::json_object(&body)
 }
 
 /// 409 on a standby replica (unless `dry_run`), 429 over the rate limit.

@@ -44,8 +44,7 @@ fn sha256(text: &str) -> Result<String, ApiError> {
 
 /// A small JSON body: 413 over [`MAX_BODY`], 400 when it does not parse.
 fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    serde_json::from_slice(&small_body(body)?)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    super::json_object(&small_body(body)?)
 }
 
 fn answer(sha256: &str, size: Option<u64>, found: Option<String>) -> Response {

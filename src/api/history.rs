@@ -19,6 +19,8 @@ use crate::resource::Resource;
 
 /// Largest page of runs.
 const MAX_LIMIT: u64 = 1000;
+/// Largest offset into the runs.
+const MAX_OFFSET: u64 = 1_000_000_000;
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
@@ -26,19 +28,19 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 }
 
 fn resource(name: &str) -> Result<Resource, ApiError> {
-    name.parse().map_err(|e| {
-        ApiError::Unprocessable(format!(
-            "{e}: expected redis, qdrant, minio (s3), mongodb or documents"
-        ))
-    })
+    name.parse()
+        .map_err(|e: crate::resource::UnknownResource| ApiError::Unprocessable(e.to_string()))
 }
 
+/// An RFC 3339 time, any offset (`Z`, `+02:00`, `-05:00`).
 fn instant(name: &str, text: &str) -> Result<SystemTime, ApiError> {
-    humantime::parse_rfc3339_weak(text).map_err(|_| {
-        ApiError::Unprocessable(format!(
-            "{name}: expected an RFC 3339 time such as 2026-11-30T02:00:00Z"
-        ))
-    })
+    text.parse::<jiff::Timestamp>()
+        .map(SystemTime::from)
+        .map_err(|_| {
+            ApiError::Unprocessable(format!(
+                "{name}: expected an RFC 3339 time such as 2026-11-30T02:00:00Z or 2026-11-30T03:00:00+01:00"
+            ))
+        })
 }
 
 fn unavailable(e: rusqlite::Error) -> ApiError {
@@ -70,9 +72,10 @@ pub async fn runs(
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
+    let offset = q.offset.unwrap_or(0);
+    if !(1..=MAX_LIMIT).contains(&limit) || offset > MAX_OFFSET {
         return Err(ApiError::Unprocessable(format!(
-            "limit must be 1 to {MAX_LIMIT}"
+            "limit must be 1 to {MAX_LIMIT}, offset 0 to {MAX_OFFSET}"
         )));
     }
     const OUTCOMES: [&str; 8] = [
@@ -105,7 +108,7 @@ pub async fn runs(
             .map(|t| instant("until", t))
             .transpose()?,
         limit,
-        offset: q.offset.unwrap_or(0),
+        offset,
     };
     let page = api.ctx.history.runs(run_query).await.map_err(unavailable)?;
     Ok(Json(page).into_response())

@@ -67,6 +67,16 @@ pub(super) fn small_body(
     Ok(body)
 }
 
+/// A JSON object body as `T` (400 otherwise: serde would read an array as a struct).
+pub(super) fn json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let bad = |e: String| ApiError::BadRequest(format!("invalid JSON body: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    if !value.is_object() {
+        return Err(bad("expected a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+}
+
 /// An API error, answered as JSON with its status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

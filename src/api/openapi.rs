@@ -46,7 +46,7 @@ pub fn document() -> Value {
                         "resource_type": { "enum": [null, "redis_cache", "qdrant_vectors", "minio_files", "documents"] },
                         "dry_run": { "type": "boolean", "default": false },
                         "priority": { "enum": [null, "LOW", "MEDIUM", "HIGH", "CRITICAL"], "description": "null or absent: MEDIUM" },
-                        "reason": { "type": "string", "description": "Kept in the task and the run record" }
+                        "reason": { "type": ["string", "null"], "description": "Kept in the task, the run record and the audit log" }
                     },
                     "example": { "resource_type": "redis_cache" }
                 },
@@ -95,13 +95,14 @@ pub fn document() -> Value {
                     "409": error_response("Standby replica: another one holds the leader lease (dry runs allowed)"),
                     "413": error_response("Body over 64 KiB"),
                     "422": error_response("Unknown or unconfigured resource_type, unknown priority"),
-                    "429": error_response("Rate limit exceeded; see Retry-After")
+                    "429": error_response("Rate limit exceeded; see Retry-After"),
+                    "503": error_response("Queue full of more urgent tasks: nothing queued")
                 } } },
             "/api/resources/emergency": { "post": {
                 "summary": "Queue a CRITICAL cleanup of every enabled store (pressure TTLs; documents never)",
                 "security": secured,
                 "requestBody": { "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false,
-                    "properties": { "reason": { "type": "string" } }, "example": { "reason": "Memory usage critical" } } } } },
+                    "properties": { "reason": { "type": ["string", "null"] } }, "example": { "reason": "Memory usage critical" } } } } },
                 "responses": {
                     "202": json_ok("Queued: success, accepted, run_ids, message"),
                     "400": error_response("Invalid JSON"),
@@ -132,12 +133,12 @@ pub fn document() -> Value {
                 } } },
             "/api/resources/runs": { "get": { "summary": "Runs from the history, newest first", "security": secured,
                 "parameters": [
-                    { "name": "resource", "in": "query", "schema": { "type": "string" }, "description": "redis, qdrant, minio (s3), documents" },
+                    { "name": "resource", "in": "query", "schema": { "enum": ["redis", "redis_cache", "qdrant", "qdrant_vectors", "minio", "s3", "minio_files", "mongodb", "documents"] } },
                     { "name": "outcome", "in": "query", "schema": { "enum": ["succeeded", "dry_run", "aborted_cap", "failed_closed", "failed", "cancelled", "disabled", "not_leader"] } },
                     { "name": "since", "in": "query", "schema": { "type": "string", "format": "date-time" } },
                     { "name": "until", "in": "query", "schema": { "type": "string", "format": "date-time" } },
                     { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
-                    { "name": "offset", "in": "query", "schema": { "type": "integer", "minimum": 0, "default": 0 } }],
+                    { "name": "offset", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 1000000000, "default": 0 } }],
                 "responses": { "200": json_ok("runs, total, limit, offset"), "400": error_response("Malformed parameter"),
                     "401": unauthorized, "422": error_response("Unknown resource or outcome, bad time, limit out of range"),
                     "503": error_response("The history cannot be read") } } },
@@ -147,14 +148,14 @@ pub fn document() -> Value {
                     "503": error_response("The history cannot be read") } } },
             "/api/resources/history": { "get": { "summary": "A store's usage and deletions over a period (at most 288 points each)", "security": secured,
                 "parameters": [
-                    { "name": "resource", "in": "query", "required": true, "schema": { "type": "string" }, "description": "redis, qdrant, minio (s3), mongodb, documents" },
-                    { "name": "period", "in": "query", "schema": { "type": "string", "default": "24h" }, "description": "24h, 7d, 30d or any duration from 1 minute to 1 year" }],
+                    { "name": "resource", "in": "query", "required": true, "schema": { "enum": ["redis", "redis_cache", "qdrant", "qdrant_vectors", "minio", "s3", "minio_files", "mongodb", "documents"] } },
+                    { "name": "period", "in": "query", "schema": { "type": "string", "default": "24h", "pattern": "^[0-9]+(m|min|h|d|w)$" }, "description": "24h, 7d, 30d or any duration from 1 minute to 1 year" }],
                 "responses": { "200": json_ok("resource, period, step_secs, usage[at, usage_percentage, total_items, size_mb], deletions[at, deleted, expired, bytes_freed, runs]"),
                     "400": error_response("Missing parameter"), "401": unauthorized, "422": error_response("Unknown resource or period"),
                     "503": error_response("The history cannot be read") } } },
             "/api/resources/report": { "get": { "summary": "The report of a period ending now: figures per store, issues detected, recommendations", "security": secured,
                 "parameters": [
-                    { "name": "period", "in": "query", "schema": { "type": "string", "default": "24h" } },
+                    { "name": "period", "in": "query", "schema": { "type": "string", "default": "24h", "pattern": "^[0-9]+(m|min|h|d|w)$" } },
                     { "name": "format", "in": "query", "schema": { "enum": ["json", "md"], "default": "json" } }],
                 "responses": { "200": { "description": "period, since, until, generated_at, stores{usage_now, usage_min, usage_max, priority_now, deleted, expired, bytes_freed, runs, failures, emergencies, alerts}, drift, issues[severity, resource, code, message], recommendations",
                         "content": { "application/json": {}, "text/markdown": {} } },

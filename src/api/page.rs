@@ -108,8 +108,7 @@ pub async fn sign_in(
         .try_acquire()
         .map_err(|wait| ApiError::RateLimited(wait.as_secs_f64().ceil() as u64))?;
     let body = small_body(body)?;
-    let SignIn { token } = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let SignIn { token } = super::json_object(&body)?;
     if !token_matches(&token, expected.expose()) {
         return Err(ApiError::Unauthorized);
     }

@@ -235,6 +235,9 @@ async fn api_statuses_and_shapes() {
         r.json::<Value>().await.unwrap()["error"]["code"],
         "bad_request"
     );
+    // an array is not the object the schema asks for
+    let r = post(&d, cleanup, r#"["redis_cache", true]"#, Some(TOKEN)).await;
+    assert_eq!(r.status(), 400);
     // JSON sent as something else is refused, not guessed at
     let r = reqwest::Client::new()
         .post(d.url(cleanup))

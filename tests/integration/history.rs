@@ -100,6 +100,15 @@ async fn runs_and_measurements_survive_a_restart_and_the_report_adds_them_up() {
     let (status, _) = d.get("/api/resources/runs/no-such-run").await;
     assert_eq!(status, 404);
 
+    // any RFC 3339 offset: the same instant in UTC and in Madrid's winter time
+    let (_, utc) = d
+        .get("/api/resources/runs?since=2000-01-01T00:00:00Z")
+        .await;
+    let (status, madrid) = d
+        .get("/api/resources/runs?since=2000-01-01T01:00:00%2B01:00")
+        .await;
+    assert_eq!((status, &madrid["total"]), (200, &utc["total"]));
+
     // pages: one at a time, newest first, nothing twice
     let (_, page) = d
         .get("/api/resources/runs?resource=redis&limit=1&offset=1")
