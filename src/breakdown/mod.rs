@@ -185,7 +185,7 @@ pub fn prefix_of(key: &str, sep: char, depth: usize) -> &str {
     &key[..end]
 }
 
-/// Per-prefix groups in bounded memory: at most [`TRACKED_PREFIXES`] are tracked; when a new
+/// Per-prefix groups in bounded memory: at most `TRACKED_PREFIXES` (10,000) are tracked; when a new
 /// one would pass that, the groups of the fewest items are folded into `other` (their later
 /// items start a new group), the floor doubling until there is room, so the large prefixes
 /// stay exact.

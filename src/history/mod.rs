@@ -352,7 +352,7 @@ impl History {
         });
     }
 
-    /// Applies retention and the size bound, at most once per [`PRUNE_EVERY`] (`force`:
+    /// Applies retention and the size bound, at most once per `PRUNE_EVERY` (an hour) (`force`:
     /// now). Returns the rows removed.
     pub fn prune(&self, now: SystemTime, force: bool) -> u64 {
         {

@@ -213,7 +213,7 @@ impl Redis {
 const SCAN_AHEAD: usize = 2;
 
 /// Runs `scan(cursor)` (a `SCAN` command) page by page in a task of its own, on `con`, up
-/// to [`SCAN_AHEAD`] pages ahead of the reader; it stops at the end of the keyspace, after
+/// to `SCAN_AHEAD` (2) pages ahead of the reader; it stops at the end of the keyspace, after
 /// an error (handed to the reader), or when the reader is gone.
 pub fn scan_ahead(
     mut con: ConnectionManager,
