@@ -18,6 +18,37 @@ fn intents(audit: &std::path::Path) -> usize {
         .count()
 }
 
+/// Starts `janitor sweep --once --resource <resource>`, waits for its first intent, and
+/// SIGKILLs it at a random point up to `max_delay_ms` later; whether the kill landed (the run
+/// may have ended first).
+async fn kill_one_run(
+    env: &[(String, String)],
+    audit: &std::path::Path,
+    resource: &str,
+    max_delay_ms: u64,
+) -> bool {
+    let before = intents(audit);
+    let out = daemon::tempdir();
+    let mut child = daemon::janitor(env, &out)
+        .args(["sweep", "--once", "--resource", resource])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while intents(audit) == before && started.elapsed() < Duration::from_secs(20) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..max_delay_ms))).await;
+    let killed = child.try_wait().unwrap().is_none();
+    if killed {
+        child.kill().unwrap();
+    }
+    child.wait().unwrap();
+    killed
+}
+
 /// Checks the audit log after crashes: every intent has exactly one outcome, and every item
 /// audited as deleted is so once, its count agreeing; returns those items and how many
 /// batches were recovered after a kill.
@@ -105,26 +136,9 @@ async fn sigkill_mid_batch_twenty_times_every_deleted_key_audited_exactly_once()
     while kills < 20 {
         assert!(Instant::now() < deadline, "only {kills} kills in time");
         rounds += 1;
-        let before = intents(&audit);
-        let out = daemon::tempdir();
-        let mut child = daemon::janitor(&env, &out)
-            .args(["sweep", "--once", "--resource", "redis"])
-            .spawn()
-            .unwrap();
-        // wait for this run's first intent, then kill at a random point of the batch
-        let started = Instant::now();
-        while intents(&audit) == before && started.elapsed() < Duration::from_secs(20) {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..250))).await;
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
+        if kill_one_run(&env, &audit, "redis", 250).await {
             kills += 1;
         }
-        child.wait().unwrap();
         if support::count_keys(&url, "tmp:*").await == 0 {
             // every doomed key went: seed more, so that the next kills land mid-sweep too
             support::fill_redis(&url, &format!("tmp:{rounds}:"), 15_000).await;
@@ -222,25 +236,9 @@ async fn sigkill_mid_s3_batch_every_deleted_object_audited_exactly_once() {
     let (mut kills, mut rounds) = (0, 0);
     while kills < 6 && rounds < 30 {
         rounds += 1;
-        let before = intents(&audit);
-        let out = daemon::tempdir();
-        let mut child = daemon::janitor(&env, &out)
-            .args(["sweep", "--once", "--resource", "s3"])
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while intents(&audit) == before && started.elapsed() < Duration::from_secs(20) {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..600))).await;
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
+        if kill_one_run(&env, &audit, "s3", 600).await {
             kills += 1;
         }
-        child.wait().unwrap();
     }
     let out = daemon::tempdir();
     let status = daemon::janitor(&env, &out)
