@@ -153,6 +153,32 @@ async fn sweep_until_done(janitor: &Janitor) -> (Vec<(Outcome, String)>, Vec<Str
     panic!("no run succeeded: {outcomes:?}");
 }
 
+/// 3,000 orphans swept through the proxy with clean (but slowed) answers: one run, exactly
+/// the orphans gone, requests overlapping, no throttle; the orphans.
+async fn clean_sweep(
+    scene: &Scene,
+    proxy: &Proxy,
+    janitor: &Janitor,
+    tag: &str,
+) -> BTreeSet<String> {
+    let (gone, live) = scene.seed(tag, 3000).await;
+    proxy.faults(json!({ "latency_ms": 200 })).await;
+    proxy.stats().await;
+    let (outcomes, notes) = sweep_until_done(janitor).await;
+    let stats = proxy.stats().await;
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(scene.present(tag).await, live, "exactly the orphans went");
+    assert!(
+        stats["delete_objects_max_in_flight"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
+    assert!(
+        notes.iter().any(|n| n.contains("0 throttle signals")),
+        "{notes:?}"
+    );
+    gone
+}
+
 fn deleted_in_audit(audit: &std::path::Path) -> u64 {
     support::applied_batches(audit)
         .iter()
@@ -201,26 +227,8 @@ async fn every_fault_ends_with_exactly_the_orphans_gone_each_audited_once() {
         prefix: prefix.clone(),
     };
 
-    // clean answers: the concurrency grows (1, 2, 4 in flight over 6 requests)
-    let (gone, live) = scene.seed("clean", 3000).await;
-    proxy.faults(json!({ "latency_ms": 200 })).await;
-    proxy.stats().await;
-    let (outcomes, notes) = sweep_until_done(&janitor).await;
-    let stats = proxy.stats().await;
-    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
-    assert_eq!(
-        scene.present("clean").await,
-        live,
-        "exactly the orphans went"
-    );
-    assert!(
-        stats["delete_objects_max_in_flight"].as_u64().unwrap() >= 2,
-        "{stats}"
-    );
-    assert!(
-        notes.iter().any(|n| n.contains("0 throttle signals")),
-        "{notes:?}"
-    );
+    // clean answers: the concurrency grows (1, then 2 in flight over 3 requests)
+    let gone = clean_sweep(&scene, &proxy, &janitor, "clean").await;
     let mut audited = deleted_in_audit(&audit);
     assert_eq!(audited, gone.len() as u64);
 
@@ -273,19 +281,5 @@ async fn every_fault_ends_with_exactly_the_orphans_gone_each_audited_once() {
     }
 
     // the faults stopped: the sweep is clean and grows again
-    let (_, live) = scene.seed("after", 3000).await;
-    proxy.faults(json!({ "latency_ms": 200 })).await;
-    proxy.stats().await;
-    let (outcomes, notes) = sweep_until_done(&janitor).await;
-    let stats = proxy.stats().await;
-    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
-    assert_eq!(scene.present("after").await, live);
-    assert!(
-        stats["delete_objects_max_in_flight"].as_u64().unwrap() >= 2,
-        "{stats}"
-    );
-    assert!(
-        notes.iter().any(|n| n.contains("0 throttle signals")),
-        "{notes:?}"
-    );
+    clean_sweep(&scene, &proxy, &janitor, "after").await;
 }
