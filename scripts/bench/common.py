@@ -12,6 +12,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 JANITOR = os.path.join(ROOT, "target", "release", "janitor")
 
 
+def services() -> dict[str, str]:
+    """The test servers' variables (.services/services.env, written by scripts/services.sh)."""
+    env = {}
+    for line in open(os.path.join(ROOT, ".services", "services.env")):
+        if "=" in line and not line.startswith("#"):
+            k, v = line.strip().split("=", 1)
+            env[k] = v
+    return env
+
+
+def wait_healthy(base: str, tries: int = 300) -> None:
+    """Polls `base`/healthz (50 ms apart) until the daemon answers."""
+    import urllib.request
+    for _ in range(tries):
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("janitor did not start")
+
+
 def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

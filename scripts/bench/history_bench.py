@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 
-from common import JANITOR, free_port
+from common import JANITOR, free_port, wait_healthy
 
 SCHEMA = open(os.path.join(os.path.dirname(__file__), "..", "..", "src", "history", "mod.rs")).read()
 SCHEMA = SCHEMA[SCHEMA.index('const SCHEMA: &str = "') + len('const SCHEMA: &str = "'):]
@@ -107,13 +107,8 @@ def start(workdir: str, history: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([JANITOR, "run"], env=env, cwd=workdir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)
-            return proc, base
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("janitor did not start")
+    wait_healthy(base)
+    return proc, base
 
 
 def timed(url: str, n: int = 20) -> tuple[float, float]:

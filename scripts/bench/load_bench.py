@@ -29,18 +29,9 @@ import time
 import urllib.error
 import urllib.request
 
-from common import JANITOR, ROOT, free_port
+from common import JANITOR, free_port, services, wait_healthy
 
 TOKEN = "load-bench-token-0123456789"
-
-
-def services() -> dict[str, str]:
-    env = {}
-    for line in open(os.path.join(ROOT, ".services", "services.env")):
-        if "=" in line and not line.startswith("#"):
-            k, v = line.strip().split("=", 1)
-            env[k] = v
-    return env
 
 
 def wrk(url: str, seconds: int, connections: int, token: bool) -> tuple[float, str, str]:
@@ -82,12 +73,7 @@ def main() -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_healthy(base)
         time.sleep(6)  # the first measurements, MongoDB failing (server selection times out)
         metrics = json.loads(urllib.request.urlopen(urllib.request.Request(
             base + "/api/resources/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).read())

@@ -28,16 +28,7 @@ import redis
 from botocore.config import Config
 from bson import ObjectId
 
-from common import JANITOR, ROOT, free_port
-
-
-def services() -> dict[str, str]:
-    env = {}
-    for line in open(os.path.join(ROOT, ".services", "services.env")):
-        if "=" in line and not line.startswith("#"):
-            k, v = line.strip().split("=", 1)
-            env[k] = v
-    return env
+from common import JANITOR, free_port, services, wait_healthy
 
 
 def metric(text: str, name: str) -> float:
@@ -86,12 +77,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     samples = []
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_healthy(base)
         end = time.time() + args.minutes * 60
         n = 0
         next_sample = time.time()
