@@ -78,10 +78,10 @@ impl Outcome {
         for item in batch.items.iter().filter(|i| !not_applied.contains(&i.id)) {
             match item.action {
                 Action::Delete => {
-                    deleted += 1;
+                    deleted += item.count();
                     bytes_freed += item.bytes().unwrap_or(0);
                 }
-                Action::Expire(_) => expired += 1,
+                Action::Expire(_) => expired += item.count(),
             }
         }
         Outcome {

@@ -65,6 +65,28 @@ impl PlannedItem {
         }
     }
 
+    /// A range of `count` items removed together by one server-side filter (a Qdrant time
+    /// window): `detail` says which range, and the plan, the cap and recovery count it as
+    /// `count` deletions.
+    pub fn delete_range(id: impl Into<String>, count: u64, mut detail: serde_json::Value) -> Self {
+        if let Some(map) = detail.as_object_mut() {
+            map.insert("count".into(), count.into());
+        }
+        Self {
+            detail: Some(detail),
+            ..Self::delete(id)
+        }
+    }
+
+    /// How many store items this item stands for: a range's count, otherwise 1.
+    pub fn count(&self) -> u64 {
+        self.detail
+            .as_ref()
+            .and_then(|d| d.get("count"))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(1)
+    }
+
     /// The item's size when it was planned, if it was measured.
     pub fn bytes(&self) -> Option<u64> {
         self.detail.as_ref()?.get("bytes")?.as_u64()
@@ -140,8 +162,8 @@ impl Plan {
     pub fn push(&mut self, batch: Batch) -> io::Result<()> {
         for item in &batch.items {
             match item.action {
-                Action::Delete => self.deletions += 1,
-                Action::Expire(_) => self.expirations += 1,
+                Action::Delete => self.deletions += item.count(),
+                Action::Expire(_) => self.expirations += item.count(),
             }
             if self.sample.len() < SAMPLE_ITEMS {
                 self.sample.push(item.clone());
@@ -340,6 +362,23 @@ mod tests {
         assert_eq!(batches[1].items[0].id, "a\\xffb");
         // reading twice gives the same plan (the CLI prints it after the engine applied it)
         assert_eq!(p.items().unwrap().len(), 33);
+    }
+
+    #[test]
+    fn a_range_counts_as_its_items() {
+        let mut p = plan(1000, 0, 0);
+        let window = serde_json::json!({ "from": null, "until": "2026-11-29T00:00:00Z" });
+        p.push(Batch {
+            target: "c".into(),
+            reason: "r".into(),
+            items: vec![PlannedItem::delete_range("c:t<x", 400, window)],
+            shard: None,
+        })
+        .unwrap();
+        assert_eq!(p.deletions(), 400);
+        let err = CAP.check(&p).unwrap_err();
+        assert_eq!((err.deletions, err.limit), (400, 250));
+        assert_eq!(PlannedItem::delete("k").count(), 1);
     }
 
     #[test]

@@ -235,8 +235,11 @@ pub struct QdrantSweep {
     pub create_index: bool,
     /// Largest collection swept without a timestamp index.
     pub unindexed_max_points: u64,
-    /// Point ids per batch.
+    /// Point ids per batch, and the points per time window.
     pub batch_size: u32,
+    /// List every expired point's id in the plan and the audit log instead of deleting by
+    /// time window (slower: every id is scrolled, deleted by id and asked for again).
+    pub audit_ids: bool,
     /// Pause between delete batches.
     #[serde(with = "super::settings::secs")]
     pub batch_pause: Duration,
@@ -331,6 +334,7 @@ pub(super) fn qdrant_sweep(r: &Reader<'_>, allow_short: bool) -> Result<QdrantSw
             "a whole number (0: never sweep without an index)",
         )?,
         batch_size,
+        audit_ids: r.boolean("JANITOR_QDRANT_AUDIT_IDS")?,
         batch_pause: Duration::from_millis(r.whole(
             "JANITOR_QDRANT_BATCH_PAUSE_MS",
             "a whole number of milliseconds",

@@ -413,7 +413,12 @@ pub const VARS: &[Var] = &[
     var(
         "JANITOR_QDRANT_BATCH_SIZE",
         "10000",
-        "Point ids scrolled and deleted per batch.",
+        "Points per batch: expired points per time window, or ids per batch with JANITOR_QDRANT_AUDIT_IDS.",
+    ),
+    var(
+        "JANITOR_QDRANT_AUDIT_IDS",
+        "false",
+        "true: list and audit every expired point's id (slower); false: delete by time windows, audited as collection, range and count.",
     ),
     var(
         "JANITOR_QDRANT_BATCH_PAUSE_MS",

@@ -13,6 +13,7 @@ use qdrant_client::qdrant::{
 };
 use resource_janitor::app::Janitor;
 use resource_janitor::backend::qdrant::sweep::QdrantSweeper;
+use resource_janitor::backend::qdrant::windows::Window;
 use resource_janitor::backend::sweep::Sweeper;
 use resource_janitor::config::Settings;
 use resource_janitor::engine::RunRequest;
@@ -106,10 +107,13 @@ async fn upsert(
         .unwrap();
 }
 
-/// 1..=30 are two days old, 31..=50 one hour old, 51..=55 have no timestamp.
+/// 1..=30 are two days old (a minute apart), 31..=50 one hour old, 51..=55 have no
+/// timestamp.
 async fn seed(q: &Qdrant, name: &str, stamp: Stamp) {
     upsert(q, name, 1..=55, |i| match i {
-        1..=30 => serde_json::json!({ "created_at": stamp.value(Duration::from_secs(48 * HOUR)) }),
+        1..=30 => serde_json::json!({
+            "created_at": stamp.value(Duration::from_secs(48 * HOUR + i * 60))
+        }),
         31..=50 => serde_json::json!({ "created_at": stamp.value(Duration::from_secs(HOUR)) }),
         _ => serde_json::json!({ "other": i }),
     })
@@ -154,9 +158,23 @@ async fn run(
 }
 
 #[tokio::test]
-async fn deletes_points_past_the_ttl_in_every_encoding_and_dry_run_matches() {
+async fn deletes_points_past_the_ttl_by_id_in_every_encoding_and_dry_run_matches() {
+    ttl_in_every_encoding(true).await;
+}
+
+#[tokio::test]
+async fn deletes_points_past_the_ttl_by_time_window_in_every_encoding_and_dry_run_matches() {
+    ttl_in_every_encoding(false).await;
+}
+
+/// Three collections, one per timestamp encoding, swept by id (`audit_ids`) or by window.
+async fn ttl_in_every_encoding(audit_ids: bool) {
     let svc: &Services = require_services!();
-    let ns = Namespace::new("qdrant-ttl");
+    let ns = Namespace::new(if audit_ids {
+        "qdrant-ttl"
+    } else {
+        "qdrant-win"
+    });
     let url = svc.get("QDRANT_URL");
     let q = client(url, None);
     let stamps = [Stamp::Seconds, Stamp::Millis, Stamp::Rfc3339];
@@ -170,10 +188,14 @@ async fn deletes_points_past_the_ttl_in_every_encoding_and_dry_run_matches() {
     }
     let dir = tempfile::tempdir().unwrap();
     let list = names.join(",");
+    let mode = if audit_ids { "true" } else { "false" };
     let state = Janitor::new(settings(
         url,
         &dir.path().join("a.jsonl"),
-        &[("JANITOR_QDRANT_COLLECTIONS", &list)],
+        &[
+            ("JANITOR_QDRANT_COLLECTIONS", &list),
+            ("JANITOR_QDRANT_AUDIT_IDS", mode),
+        ],
     ))
     .await
     .unwrap();
@@ -181,6 +203,48 @@ async fn deletes_points_past_the_ttl_in_every_encoding_and_dry_run_matches() {
     let (dry, plan) = run(&state, true, None).await;
     assert_eq!(dry.outcome, Outcome::DryRun, "{:?}", dry.message);
     let mut plan = plan.unwrap();
+    assert_eq!(plan.deletions(), 90);
+    if !audit_ids {
+        check_windows(&mut plan, &names);
+    } else {
+        check_ids(&mut plan, &names);
+    }
+    for name in &names {
+        assert_eq!(ids(&q, name).await.len(), 55, "dry run deletes nothing");
+    }
+    real_run_and_measure(&state, &q, &names).await;
+}
+
+/// Every batch is one window of at most 1.5 x 7 points (one timestamp per minute), the
+/// windows of a collection are contiguous and hold its 30 expired points.
+fn check_windows(plan: &mut resource_janitor::plan::Plan, names: &[String]) {
+    let mut per: std::collections::BTreeMap<String, Vec<(Window, u64)>> = Default::default();
+    for b in plan.batches().unwrap() {
+        let b = b.unwrap();
+        assert_eq!(b.items.len(), 1, "one window per batch");
+        let w = Window::of(&b.items[0]).expect("a window item");
+        assert!(
+            b.items[0]
+                .id
+                .starts_with(&format!("{}:created_at:[", b.target))
+        );
+        per.entry(b.target)
+            .or_default()
+            .push((w, b.items[0].count()));
+    }
+    for name in names {
+        let windows = &per[name];
+        assert!(windows.len() >= 3, "{name}: cut into windows: {windows:?}");
+        assert!(windows.iter().all(|(_, n)| *n <= 10), "{windows:?}");
+        assert_eq!(windows.iter().map(|(_, n)| n).sum::<u64>(), 30);
+        assert_eq!(windows[0].0.from, None);
+        for pair in windows.windows(2) {
+            assert_eq!(Some(pair[0].0.until), pair[1].0.from);
+        }
+    }
+}
+
+fn check_ids(plan: &mut resource_janitor::plan::Plan, names: &[String]) {
     let planned: BTreeSet<(String, String)> = plan
         .batches()
         .unwrap()
@@ -195,15 +259,14 @@ async fn deletes_points_past_the_ttl_in_every_encoding_and_dry_run_matches() {
         .flat_map(|n| range(1..=30).into_iter().map(move |i| (n.clone(), i)))
         .collect();
     assert_eq!(planned, expected);
-    for name in &names {
-        assert_eq!(ids(&q, name).await.len(), 55, "dry run deletes nothing");
-    }
+}
 
-    let (real, _) = run(&state, false, None).await;
+async fn real_run_and_measure(state: &Janitor, q: &Qdrant, names: &[String]) {
+    let (real, _) = run(state, false, None).await;
     assert_eq!(real.outcome, Outcome::Succeeded, "{:?}", real.message);
     assert_eq!(real.deleted, 90, "measured deletions: {:?}", real.notes);
-    for name in &names {
-        assert_eq!(ids(&q, name).await, range(31..=55), "{name}");
+    for name in names {
+        assert_eq!(ids(q, name).await, range(31..=55), "{name}");
         assert!(
             real.notes.iter().any(|n| n.contains(&format!(
                 "collection {name}: 55 points before the run, 25 after"
@@ -224,7 +287,7 @@ async fn deletes_points_past_the_ttl_in_every_encoding_and_dry_run_matches() {
         )
         .await
         .unwrap();
-    for name in &names {
+    for name in names {
         let s = stats.iter().find(|s| &s.name == name).unwrap();
         assert_eq!(s.points, 25);
         assert!(s.timestamp_indexed);
@@ -234,7 +297,7 @@ async fn deletes_points_past_the_ttl_in_every_encoding_and_dry_run_matches() {
             "{name}: oldest {age}s"
         );
     }
-    for name in &names {
+    for name in names {
         q.delete_collection(name).await.unwrap();
     }
 }
@@ -422,16 +485,16 @@ async fn orphan_vectors_go_only_when_their_document_is_gone_and_mongodb_down_del
 
     let (dry, plan) = run(&state, true, None).await;
     assert_eq!(dry.outcome, Outcome::DryRun, "{:?}", dry.message);
-    let planned: BTreeSet<String> = plan
+    let (windows, orphans): (Vec<_>, Vec<_>) = plan
         .unwrap()
         .items()
         .unwrap()
         .into_iter()
-        .map(|i| i.id)
-        .collect();
-    let mut expected = range(1..=10);
-    expected.extend(range(31..=35));
-    assert_eq!(planned, expected);
+        .partition(|i| Window::of(i).is_some());
+    let orphans: BTreeSet<String> = orphans.into_iter().map(|i| i.id).collect();
+    assert_eq!(orphans, range(1..=10), "orphans are listed by id");
+    let expired: Vec<u64> = windows.iter().map(|w| w.count()).collect();
+    assert_eq!(expired, [5], "31..=35 past the TTL, in one window");
     assert!(
         dry.notes
             .iter()
@@ -477,7 +540,8 @@ async fn server_stopped_mid_pass_fails_the_run_then_recovers_and_a_deleted_colle
         seed(&q, name, Stamp::Seconds).await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let state = Janitor::new(settings(&url, &dir.path().join("a.jsonl"), &[]))
+    let by_id = [("JANITOR_QDRANT_AUDIT_IDS", "true")];
+    let state = Janitor::new(settings(&url, &dir.path().join("a.jsonl"), &by_id))
         .await
         .unwrap();
     let sweeper = QdrantSweeper::new(
@@ -546,4 +610,65 @@ async fn server_stopped_mid_pass_fails_the_run_then_recovers_and_a_deleted_colle
         pressed.notes
     );
     assert_eq!(ids(&q, "b").await, kept, "live points are kept");
+}
+
+#[tokio::test]
+async fn a_window_spares_points_refreshed_since_planning_and_recovery_asks_the_window() {
+    let svc: &Services = require_services!();
+    let ns = Namespace::new("qdrant-win-safety");
+    let url = svc.get("QDRANT_URL");
+    let q = client(url, None);
+    let name = ns.collection("w");
+    create(&q, &name, Some(FieldType::Integer)).await;
+    seed(&q, &name, Stamp::Seconds).await;
+    let dir = tempfile::tempdir().unwrap();
+    let only = [("JANITOR_QDRANT_COLLECTIONS", name.as_str())];
+    let state = Janitor::new(settings(url, &dir.path().join("a.jsonl"), &only))
+        .await
+        .unwrap();
+    let sweeper = QdrantSweeper::new(
+        state.backends.qdrant.clone().unwrap(),
+        None,
+        state.settings.qdrant_sweep.clone(),
+        Duration::from_secs(24 * HOUR),
+        state.settings.budgets.qdrant_points,
+    );
+    let ctx = crate::support::sweep_ctx(Duration::from_secs(24 * HOUR), dir.path());
+    let (mut plan, planned) = sweeper.plan(&ctx).await.unwrap();
+    assert_eq!(plan.deletions(), 30);
+    let batches: Vec<_> = plan.batches().unwrap().map(Result::unwrap).collect();
+    assert!(batches.len() >= 3, "{batches:?}");
+
+    // before a window is applied the store still holds it: recovery calls it not applied
+    let first = &batches[0];
+    assert_eq!(
+        sweeper.unapplied(first).await.unwrap(),
+        vec![first.items[0].id.clone()]
+    );
+    // point 30 (the oldest, in the first window) and point 2 are written again since
+    // planning: they left their windows, and the range filter spares them
+    upsert(
+        &q,
+        &name,
+        [2, 30],
+        |_| serde_json::json!({ "created_at": Stamp::Seconds.value(Duration::ZERO) }),
+    )
+    .await;
+    let mut deleted = 0;
+    for batch in &batches {
+        let applied = planned.apply(batch, &ctx).await.unwrap();
+        assert!(applied.skipped.is_empty() && applied.failed.is_empty());
+        deleted += applied.deleted;
+        assert!(
+            sweeper.unapplied(batch).await.unwrap().is_empty(),
+            "applied"
+        );
+    }
+    assert_eq!(deleted, 28, "measured, not the planned count");
+    let mut kept = range(31..=55);
+    kept.extend(["2".to_string(), "30".to_string()]);
+    assert_eq!(ids(&q, &name).await, kept);
+    // a deleted collection holds nothing: its windows are applied
+    q.delete_collection(&name).await.unwrap();
+    assert!(sweeper.unapplied(first).await.unwrap().is_empty());
 }

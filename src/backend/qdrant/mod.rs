@@ -3,6 +3,7 @@
 
 pub mod sweep;
 pub mod timestamp;
+pub mod windows;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,9 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use qdrant_client::qdrant::{
-    CollectionInfo, Condition, CountPointsBuilder, Datatype, Direction, Filter, OrderByBuilder,
-    PayloadIncludeSelector, RetrievedPoint, ScrollPointsBuilder, Value, VectorParams,
-    vectors_config,
+    CollectionInfo, Condition, CountPointsBuilder, Datatype, DeletePointsBuilder, Direction,
+    Filter, OrderByBuilder, PayloadIncludeSelector, RetrievedPoint, ScrollPointsBuilder, Value,
+    VectorParams, vectors_config,
 };
 use qdrant_client::{Qdrant as Client, QdrantError};
 
@@ -201,6 +202,18 @@ impl Qdrant {
             })
             .await?;
         Ok(r.result.map_or(0, |c| c.count))
+    }
+
+    /// Deletes the points matching `filter` and waits until the server applied it.
+    pub async fn delete(&self, collection: &str, filter: Filter) -> Result<(), BackendError> {
+        self.call(|| {
+            let req = DeletePointsBuilder::new(collection)
+                .points(filter.clone())
+                .wait(true);
+            self.client.delete_points(req)
+        })
+        .await?;
+        Ok(())
     }
 
     /// One page of a scroll: points matching `filter` from `offset`, with the payload

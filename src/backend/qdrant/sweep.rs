@@ -8,17 +8,20 @@
 //!    datetime). Missing, it is created when allowed (and waited for); otherwise a
 //!    collection above `JANITOR_QDRANT_UNINDEXED_MAX_POINTS` is refused with a warning, and a
 //!    smaller one is swept with a scan;
-//! 2. the ids of points older than the TTL are scrolled in pages of
-//!    `JANITOR_QDRANT_BATCH_SIZE` (ids only: no payload, no vectors);
+//! 2. the points older than the TTL are planned as time windows of about
+//!    `JANITOR_QDRANT_BATCH_SIZE` points, each deleted by its range filter (see
+//!    [`windows`]); with `JANITOR_QDRANT_AUDIT_IDS=true`, or on a small collection scanned
+//!    without an index, their ids are scrolled in pages of that size instead (ids only: no
+//!    payload, no vectors);
 //! 3. optionally, orphan vectors: points past the grace period whose document id has no
 //!    document in MongoDB (any MongoDB error fails the run closed, like the S3 sweep).
 //!
-//! Each batch is applied with a delete whose filter is `has_id(batch) AND timestamp older
-//! than the cutoff`, so the server re-checks every point atomically: a point refreshed since
-//! planning survives, and the filter always has an id list to start from. Orphans are checked
-//! in MongoDB once more before their delete. A batch's deletions are measured by asking for its
-//! ids afterwards (the points still there are reported as skipped, by id), and each collection
-//! is counted exactly before and after the run.
+//! A batch of ids is applied with a delete whose filter is `has_id(batch) AND timestamp
+//! older than the cutoff`, so the server re-checks every point atomically: a point refreshed
+//! since planning survives, and the filter always has an id list to start from. Orphans are
+//! checked in MongoDB once more before their delete. A batch's deletions are measured by
+//! asking for its ids afterwards (the points still there are reported as skipped, by id),
+//! and each collection is counted exactly before and after the run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -26,12 +29,12 @@ use std::time::{Duration, SystemTime};
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::value::Kind;
 use qdrant_client::qdrant::{
-    Condition, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Filter, PointId,
-    RetrievedPoint,
+    Condition, CreateFieldIndexCollectionBuilder, Filter, PointId, RetrievedPoint,
 };
 
 use super::Qdrant;
 use super::timestamp::{self, Encoding, IndexKind};
+use super::windows::{self, Span, Window};
 use crate::backend::BackendError;
 use crate::backend::mongo::Mongo;
 use crate::backend::sweep::{Applied, Sweep, SweepContext, SweepError};
@@ -188,14 +191,15 @@ impl QdrantSweeper {
         Ok((plan, QdrantRun { targets }))
     }
 
-    /// Checks the collection's timestamp index; returns the encoding, or `None` when the
-    /// collection is refused or has nothing to judge (said in the plan).
+    /// Checks the collection's timestamp index; returns the encoding and whether the field
+    /// is indexed, or `None` when the collection is refused or has nothing to judge (said in
+    /// the plan).
     async fn check_index(
         &self,
         ctx: &SweepContext,
         name: &str,
         plan: &mut Plan,
-    ) -> Result<Option<Encoding>, SweepError> {
+    ) -> Result<Option<(Encoding, bool)>, SweepError> {
         let field = &self.settings.timestamp_field;
         let info = self.qdrant.info(name).await?;
         let points = info.points_count.unwrap_or(0);
@@ -219,7 +223,7 @@ impl QdrantSweeper {
             }
         };
         if index.is_some() {
-            return Ok(Some(encoding));
+            return Ok(Some((encoding, true)));
         }
         let small = points <= self.settings.unindexed_max_points;
         if self.settings.create_index && !ctx.dry_run {
@@ -254,7 +258,8 @@ impl QdrantSweeper {
             ));
             return Ok(None);
         }
-        Ok(Some(encoding))
+        let indexed = self.settings.create_index && !ctx.dry_run;
+        Ok(Some((encoding, indexed)))
     }
 
     async fn plan_collection(
@@ -264,7 +269,7 @@ impl QdrantSweeper {
         orphans: Option<&Mongo>,
         (plan, targets): (&mut Plan, &mut BTreeMap<String, Target>),
     ) -> Result<(), SweepError> {
-        let Some(encoding) = self.check_index(ctx, name, plan).await? else {
+        let Some((encoding, indexed)) = self.check_index(ctx, name, plan).await? else {
             return Ok(());
         };
         let field = &self.settings.timestamp_field;
@@ -287,25 +292,20 @@ impl QdrantSweeper {
             "{field} older than the TTL ({})",
             humantime::format_duration(Duration::from_secs(ttl.as_secs()))
         );
-        let mut offset = None;
-        let mut planned = 0u64;
-        loop {
-            let (points, next) = self
-                .qdrant
-                .scroll(name, &expired, &[], self.settings.batch_size, offset)
-                .await?;
-            let ids: Vec<String> = points
-                .iter()
-                .filter_map(|p| p.id.as_ref().and_then(id_text))
-                .collect();
-            planned += ids.len() as u64;
-            push(plan, name, &reason, ids)?;
-            offset = next;
-            if offset.is_none() || plan.deletions() > ctx.cap.planning_limit() {
-                break;
-            }
-        }
-        let mut note = format!("collection {name}: {before} points, {planned} past the TTL");
+        let mut note = format!("collection {name}: {before} points, ");
+        note += &if indexed && !self.settings.audit_ids {
+            let span = Span {
+                field: field.clone(),
+                encoding,
+                oldest: None,
+                until: ttl_cutoff,
+                total: self.qdrant.count(name, Some(expired)).await?,
+                per_window: u64::from(self.settings.batch_size),
+            };
+            self.plan_windows(ctx, name, span, &reason, plan).await?
+        } else {
+            self.plan_ids(ctx, name, &expired, &reason, plan).await?
+        };
         if let (Some(mongo), Some(grace_cutoff)) = (orphans, grace_cutoff) {
             let (orphaned, without) = self
                 .plan_orphans(ctx, name, &target, mongo, grace_cutoff, plan)
@@ -319,6 +319,80 @@ impl QdrantSweeper {
         }
         plan.notes.push(note);
         Ok(())
+    }
+
+    /// Plans the expired points of `name` as time windows (see [`windows`]); says how many
+    /// and in how many windows.
+    async fn plan_windows(
+        &self,
+        ctx: &SweepContext,
+        name: &str,
+        mut span: Span,
+        reason: &str,
+        plan: &mut Plan,
+    ) -> Result<String, SweepError> {
+        let total = span.total;
+        let mut note = format!("{total} past the TTL");
+        if total == 0 {
+            return Ok(note);
+        }
+        let windows = if plan.deletions() + total > ctx.cap.planning_limit() {
+            // refused by the cap anyway: one window says how many, without cutting it
+            note.push_str(" (above the cap: not cut into windows)");
+            let all = Window {
+                field: span.field.clone(),
+                encoding: span.encoding,
+                from: None,
+                until: span.until,
+            };
+            vec![(all, total)]
+        } else {
+            let oldest = self.qdrant.oldest(name, &span.field).await?;
+            span.oldest = oldest.and_then(|v| timestamp::instant(&v, span.encoding));
+            windows::plan(&self.qdrant, name, &span).await?
+        };
+        note.push_str(&format!(", in {} time windows", windows.len()));
+        for (window, count) in windows {
+            let batch = Batch {
+                target: name.to_string(),
+                reason: reason.to_string(),
+                items: vec![window.item(name, count)],
+                shard: None,
+            };
+            plan.push(batch).map_err(SweepError::spool)?;
+        }
+        Ok(note)
+    }
+
+    /// Plans the expired points of `name` by id (JANITOR_QDRANT_AUDIT_IDS, or a collection
+    /// scanned without an index); says how many.
+    async fn plan_ids(
+        &self,
+        ctx: &SweepContext,
+        name: &str,
+        expired: &Filter,
+        reason: &str,
+        plan: &mut Plan,
+    ) -> Result<String, SweepError> {
+        let mut offset = None;
+        let mut planned = 0u64;
+        loop {
+            let (points, next) = self
+                .qdrant
+                .scroll(name, expired, &[], self.settings.batch_size, offset)
+                .await?;
+            let ids: Vec<String> = points
+                .iter()
+                .filter_map(|p| p.id.as_ref().and_then(id_text))
+                .collect();
+            planned += ids.len() as u64;
+            push(plan, name, reason, ids)?;
+            offset = next;
+            if offset.is_none() || plan.deletions() > ctx.cap.planning_limit() {
+                break;
+            }
+        }
+        Ok(format!("{planned} past the TTL, listed by id"))
     }
 
     /// Plans the points in `[ttl_cutoff, grace_cutoff)` whose document is gone. Returns
@@ -426,6 +500,11 @@ impl QdrantSweeper {
         target: &Target,
         batch: &Batch,
     ) -> Result<Applied, SweepError> {
+        if let [item] = batch.items.as_slice()
+            && let Some(window) = Window::of(item)
+        {
+            return self.apply_window(name, &window).await;
+        }
         let s = &self.settings;
         let field = &s.timestamp_field;
         let ids: Vec<PointId> = batch.items.iter().map(|i| point_id(&i.id)).collect();
@@ -457,13 +536,13 @@ impl QdrantSweeper {
             Condition::has_id(ids.clone()),
             timestamp::between(field, target.encoding, None, target.ttl_cutoff),
         ]);
-        self.delete(name, expired).await?;
+        self.qdrant.delete(name, expired).await?;
         if let Some(grace_cutoff) = target.grace_cutoff.filter(|_| !orphans.is_empty()) {
             let orphaned = Filter::must([
                 Condition::has_id(orphans.iter().map(|o| point_id(o)).collect::<Vec<_>>()),
                 timestamp::between(field, target.encoding, None, grace_cutoff),
             ]);
-            self.delete(name, orphaned).await?;
+            self.qdrant.delete(name, orphaned).await?;
         }
         // measured, not assumed: the batch's points still there after the delete are the
         // ones the server-side re-check saved (usually none, so the answer is empty)
@@ -480,16 +559,11 @@ impl QdrantSweeper {
         })
     }
 
-    async fn delete(&self, name: &str, filter: Filter) -> Result<(), SweepError> {
-        self.qdrant
-            .call(|| {
-                let req = DeletePointsBuilder::new(name)
-                    .points(filter.clone())
-                    .wait(true);
-                self.qdrant.client().delete_points(req)
-            })
-            .await?;
-        Ok(())
+    async fn apply_window(&self, name: &str, window: &Window) -> Result<Applied, SweepError> {
+        Ok(Applied {
+            deleted: windows::delete(&self.qdrant, name, window).await?,
+            ..Applied::default()
+        })
     }
 
     async fn finish_inner(&self, run: &QdrantRun, ctx: &SweepContext) -> Vec<String> {
@@ -569,6 +643,20 @@ impl Sweep for QdrantSweeper {
 
     /// Points of the batch still in its collection (a deleted collection holds none).
     async fn unapplied(&self, batch: &Batch) -> Result<Vec<String>, SweepError> {
+        if let [item] = batch.items.as_slice()
+            && let Some(window) = Window::of(item)
+        {
+            // a window is applied once nothing is left in it
+            return match self
+                .qdrant
+                .count(&batch.target, Some(window.filter()))
+                .await
+            {
+                Ok(0) | Err(BackendError::NotFound { .. }) => Ok(Vec::new()),
+                Ok(_) => Ok(vec![item.id.clone()]),
+                Err(e) => Err(e.into()),
+            };
+        }
         let ids: Vec<PointId> = batch.items.iter().map(|i| point_id(&i.id)).collect();
         let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1);
         let filter = Filter::must([Condition::has_id(ids)]);

@@ -18,7 +18,8 @@ use crate::config::TimestampFormat;
 const MILLIS_FROM: f64 = 1e11;
 
 /// The encoding of a collection's timestamp field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Encoding {
     /// Unix seconds.
     Seconds,
