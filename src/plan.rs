@@ -175,6 +175,19 @@ impl Plan {
         Ok(())
     }
 
+    /// Appends a batch deleting `ids` of `target` for `reason` (nothing when there are none).
+    pub fn push_deletes(&mut self, target: &str, reason: &str, ids: Vec<String>) -> io::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.push(Batch {
+            target: target.to_string(),
+            reason: reason.to_string(),
+            items: ids.into_iter().map(PlannedItem::delete).collect(),
+            shard: None,
+        })
+    }
+
     /// Items the plan deletes.
     pub fn deletions(&self) -> u64 {
         self.deletions

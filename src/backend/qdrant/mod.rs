@@ -1,6 +1,7 @@
 //! Qdrant: connection, retried calls, and measurement (points, segments and the oldest
 //! point per collection, from the server itself).
 
+pub mod orphans;
 pub mod sweep;
 pub mod timestamp;
 pub mod windows;
@@ -394,6 +395,23 @@ impl Qdrant {
     }
 }
 
+/// A point id as plan text: its number, or its UUID.
+pub fn id_text(id: &qdrant_client::qdrant::PointId) -> Option<String> {
+    use qdrant_client::qdrant::point_id::PointIdOptions;
+    match id.point_id_options.as_ref()? {
+        PointIdOptions::Num(n) => Some(n.to_string()),
+        PointIdOptions::Uuid(u) => Some(u.clone()),
+    }
+}
+
+/// The point id a plan's text stands for (see [`id_text`]).
+pub fn point_id(text: &str) -> qdrant_client::qdrant::PointId {
+    match text.parse::<u64>() {
+        Ok(n) => n.into(),
+        Err(_) => text.to_string().into(),
+    }
+}
+
 /// Bytes of one vector: dimension x bytes per element (float32 by default).
 fn vector_bytes(p: &VectorParams) -> u64 {
     let element = match p.datatype.and_then(|d| Datatype::try_from(d).ok()) {
@@ -413,5 +431,22 @@ fn payload(fields: &[&str]) -> qdrant_client::qdrant::with_payload_selector::Sel
             fields: fields.iter().map(|f| f.to_string()).collect(),
         }
         .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qdrant_client::qdrant::PointId;
+
+    #[test]
+    fn point_ids_round_trip_through_plan_text() {
+        for id in [
+            PointId::from(42u64),
+            PointId::from("0b9c6f1e-2f0a-4a53-9d8b-3c1e5a7f9e21".to_string()),
+        ] {
+            let text = id_text(&id).unwrap();
+            assert_eq!(point_id(&text), id);
+        }
     }
 }

@@ -23,27 +23,21 @@
 //! asking for its ids afterwards (the points still there are reported as skipped, by id),
 //! and each collection is counted exactly before and after the run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use qdrant_client::qdrant::point_id::PointIdOptions;
-use qdrant_client::qdrant::value::Kind;
-use qdrant_client::qdrant::{
-    Condition, CreateFieldIndexCollectionBuilder, Filter, PointId, RetrievedPoint,
-};
+use qdrant_client::qdrant::{Condition, CreateFieldIndexCollectionBuilder, Filter, PointId};
 
-use super::Qdrant;
+use super::orphans::Orphans;
 use super::timestamp::{self, Encoding, IndexKind};
 use super::windows::{self, Span, Window};
+use super::{Qdrant, id_text, point_id};
 use crate::backend::BackendError;
 use crate::backend::mongo::Mongo;
 use crate::backend::sweep::{Applied, Sweep, SweepContext, SweepError};
 use crate::config::QdrantSweep;
-use crate::plan::{Action, Batch, Plan, PlannedItem};
+use crate::plan::{Batch, Plan};
 use crate::resource::Resource;
-
-/// Document ids per MongoDB `$in` query.
-const MONGO_IN_MAX: usize = 1000;
 
 /// What planning decided for one collection, used again by its batches.
 #[derive(Debug, Clone)]
@@ -72,29 +66,6 @@ pub struct QdrantRun {
     targets: BTreeMap<String, Target>,
 }
 
-fn id_text(id: &PointId) -> Option<String> {
-    match id.point_id_options.as_ref()? {
-        PointIdOptions::Num(n) => Some(n.to_string()),
-        PointIdOptions::Uuid(u) => Some(u.clone()),
-    }
-}
-
-fn point_id(text: &str) -> PointId {
-    match text.parse::<u64>() {
-        Ok(n) => n.into(),
-        Err(_) => text.to_string().into(),
-    }
-}
-
-/// A document id held in a payload: a string or an integer.
-fn doc_id(p: &mut RetrievedPoint, field: &str) -> Option<String> {
-    match p.payload.remove(field)?.kind? {
-        Kind::StringValue(s) if !s.is_empty() => Some(s),
-        Kind::IntegerValue(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 impl QdrantSweeper {
     /// A sweeper over `qdrant`; orphan checks use `mongo` (without it, the orphan pass is
     /// refused). `normal_ttl` is RAG_SESSION_TTL_HOURS, `budget_points` MAX_QDRANT_POINTS.
@@ -114,38 +85,17 @@ impl QdrantSweeper {
         }
     }
 
+    /// The orphan check, when the orphan pass is configured.
+    fn orphans(&self) -> Option<Orphans<'_>> {
+        Orphans::configured(&self.qdrant, self.mongo.as_ref(), &self.settings)
+    }
+
     /// The collection's TTL for this run: its own, scaled like the run's TTL under pressure.
     fn ttl_of(&self, collection: &str, ctx: &SweepContext) -> Duration {
         match self.settings.ttl_of(collection) {
             Some(own) => own.mul_f64(ctx.ttl.as_secs_f64() / self.normal_ttl.as_secs_f64()),
             None => ctx.ttl,
         }
-    }
-
-    /// The MongoDB to check orphans against, or `None` when the orphan pass is off or
-    /// refused (said in the plan).
-    async fn orphan_source(&self, plan: &mut Plan) -> Result<Option<&Mongo>, SweepError> {
-        let Some(field) = &self.settings.orphan_field else {
-            return Ok(None);
-        };
-        let Some(mongo) = &self.mongo else {
-            plan.warnings.push(format!(
-                "orphan pass refused: JANITOR_QDRANT_ORPHAN_FIELD={field} but MONGODB_URI is not set"
-            ));
-            return Ok(None);
-        };
-        let coll = &self.settings.orphan_collection;
-        let documents = mongo
-            .document_count(coll)
-            .await
-            .map_err(|e| SweepError::ReferenceUnavailable(e.to_string()))?;
-        if documents == 0 {
-            plan.warnings.push(format!(
-                "orphan pass refused: the document collection {coll} is empty or missing (taken for misconfiguration)"
-            ));
-            return Ok(None);
-        }
-        Ok(Some(mongo))
     }
 
     async fn plan_inner(&self, ctx: &SweepContext) -> Result<(Plan, QdrantRun), SweepError> {
@@ -160,7 +110,8 @@ impl QdrantSweeper {
                 .map(|(c, _)| c.clone())
                 .collect()
         };
-        let orphans = self.orphan_source(&mut plan).await?;
+        let orphans =
+            Orphans::source(&self.qdrant, self.mongo.as_ref(), &self.settings, &mut plan).await?;
         for name in names {
             if ctx.cancel.is_cancelled() {
                 plan.notes
@@ -168,7 +119,7 @@ impl QdrantSweeper {
                 break;
             }
             let planned = self
-                .plan_collection(ctx, &name, orphans, (&mut plan, &mut targets))
+                .plan_collection(ctx, &name, orphans.as_ref(), (&mut plan, &mut targets))
                 .await;
             match planned {
                 Ok(()) => {}
@@ -266,7 +217,7 @@ impl QdrantSweeper {
         &self,
         ctx: &SweepContext,
         name: &str,
-        orphans: Option<&Mongo>,
+        orphans: Option<&Orphans<'_>>,
         (plan, targets): (&mut Plan, &mut BTreeMap<String, Target>),
     ) -> Result<(), SweepError> {
         let Some((encoding, indexed)) = self.check_index(ctx, name, plan).await? else {
@@ -306,10 +257,9 @@ impl QdrantSweeper {
         } else {
             self.plan_ids(ctx, name, &expired, &reason, plan).await?
         };
-        if let (Some(mongo), Some(grace_cutoff)) = (orphans, grace_cutoff) {
-            let (orphaned, without) = self
-                .plan_orphans(ctx, name, &target, mongo, grace_cutoff, plan)
-                .await?;
+        if let (Some(orphans), Some(grace_cutoff)) = (orphans, grace_cutoff) {
+            let range = timestamp::between(field, encoding, Some(ttl_cutoff), grace_cutoff);
+            let (orphaned, without) = orphans.plan(ctx, name, Filter::must([range]), plan).await?;
             note.push_str(&format!(", {orphaned} orphans"));
             if without > 0 {
                 note.push_str(&format!(
@@ -386,89 +336,14 @@ impl QdrantSweeper {
                 .filter_map(|p| p.id.as_ref().and_then(id_text))
                 .collect();
             planned += ids.len() as u64;
-            push(plan, name, reason, ids)?;
+            plan.push_deletes(name, reason, ids)
+                .map_err(SweepError::spool)?;
             offset = next;
             if offset.is_none() || plan.deletions() > ctx.cap.planning_limit() {
                 break;
             }
         }
         Ok(format!("{planned} past the TTL, listed by id"))
-    }
-
-    /// Plans the points in `[ttl_cutoff, grace_cutoff)` whose document is gone. Returns
-    /// (orphans planned, points without a document id).
-    async fn plan_orphans(
-        &self,
-        ctx: &SweepContext,
-        name: &str,
-        target: &Target,
-        mongo: &Mongo,
-        grace_cutoff: SystemTime,
-        plan: &mut Plan,
-    ) -> Result<(u64, u64), SweepError> {
-        let s = &self.settings;
-        let doc_field = s.orphan_field.as_deref().unwrap_or_default();
-        let window = Filter::must([timestamp::between(
-            &s.timestamp_field,
-            target.encoding,
-            Some(target.ttl_cutoff),
-            grace_cutoff,
-        )]);
-        let reason = format!(
-            "its document ({}.{} = {doc_field}) no longer exists; older than the {} grace",
-            s.orphan_collection,
-            s.orphan_ref_field,
-            humantime::format_duration(s.orphan_grace)
-        );
-        let (mut orphaned, mut without, mut offset) = (0u64, 0u64, None);
-        loop {
-            let (points, next) = self
-                .qdrant
-                .scroll(name, &window, &[doc_field], s.batch_size, offset)
-                .await?;
-            let (ids, missing) = self.unreferenced(mongo, points).await?;
-            without += missing;
-            orphaned += ids.len() as u64;
-            push(plan, name, &reason, ids)?;
-            offset = next;
-            if offset.is_none() || plan.deletions() > ctx.cap.planning_limit() {
-                break;
-            }
-        }
-        Ok((orphaned, without))
-    }
-
-    /// The ids of `points` whose document does not exist, and how many points hold no
-    /// document id. A MongoDB error is `ReferenceUnavailable`: nothing may be deleted.
-    async fn unreferenced(
-        &self,
-        mongo: &Mongo,
-        points: Vec<RetrievedPoint>,
-    ) -> Result<(Vec<String>, u64), SweepError> {
-        let s = &self.settings;
-        let doc_field = s.orphan_field.as_deref().unwrap_or_default();
-        let mut by_doc: HashMap<String, Vec<String>> = HashMap::new();
-        let mut without = 0u64;
-        for mut p in points {
-            let Some(id) = p.id.as_ref().and_then(id_text) else {
-                continue;
-            };
-            match doc_id(&mut p, doc_field) {
-                Some(doc) => by_doc.entry(doc).or_default().push(id),
-                None => without += 1,
-            }
-        }
-        let docs: Vec<String> = by_doc.keys().cloned().collect();
-        for chunk in docs.chunks(MONGO_IN_MAX) {
-            let existing = mongo
-                .existing_ids(&s.orphan_collection, &s.orphan_ref_field, chunk)
-                .await
-                .map_err(|e| SweepError::ReferenceUnavailable(e.to_string()))?;
-            for doc in existing {
-                by_doc.remove(&doc);
-            }
-        }
-        Ok((by_doc.into_values().flatten().collect(), without))
     }
 
     async fn apply_inner(
@@ -514,23 +389,14 @@ impl QdrantSweeper {
         // orphans are checked in MongoDB once more: a document written since planning
         // saves its points
         let mut orphans = Vec::new();
-        if let (Some(grace_cutoff), Some(doc_field), Some(mongo)) =
-            (target.grace_cutoff, &s.orphan_field, &self.mongo)
-        {
-            let window = Filter::must([
-                Condition::has_id(ids.clone()),
-                timestamp::between(
-                    field,
-                    target.encoding,
-                    Some(target.ttl_cutoff),
-                    grace_cutoff,
-                ),
-            ]);
-            let (points, _) = self
-                .qdrant
-                .scroll(name, &window, &[doc_field], limit, None)
-                .await?;
-            orphans = self.unreferenced(mongo, points).await?.0;
+        if let (Some(grace_cutoff), Some(check)) = (target.grace_cutoff, self.orphans()) {
+            let range = timestamp::between(
+                field,
+                target.encoding,
+                Some(target.ttl_cutoff),
+                grace_cutoff,
+            );
+            orphans = check.recheck(name, &ids, range).await?;
         }
         let expired = Filter::must([
             Condition::has_id(ids.clone()),
@@ -597,32 +463,6 @@ impl QdrantSweeper {
     }
 }
 
-/// Spools `ids` of `collection` as one delete batch.
-fn push(
-    plan: &mut Plan,
-    collection: &str,
-    reason: &str,
-    ids: Vec<String>,
-) -> Result<(), SweepError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let batch = Batch {
-        target: collection.to_string(),
-        reason: reason.to_string(),
-        items: ids
-            .into_iter()
-            .map(|id| PlannedItem {
-                id,
-                action: Action::Delete,
-                detail: None,
-            })
-            .collect(),
-        shard: None,
-    };
-    plan.push(batch).map_err(SweepError::spool)
-}
-
 impl Sweep for QdrantSweeper {
     const RESOURCE: Resource = Resource::Qdrant;
 
@@ -676,21 +516,5 @@ impl Sweep for QdrantSweeper {
 
     async fn finish(&self, run: &QdrantRun, ctx: &SweepContext) -> Vec<String> {
         self.finish_inner(run, ctx).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn point_ids_round_trip_through_plan_text() {
-        for id in [
-            PointId::from(42u64),
-            PointId::from("0b9c6f1e-2f0a-4a53-9d8b-3c1e5a7f9e21".to_string()),
-        ] {
-            let text = id_text(&id).unwrap();
-            assert_eq!(point_id(&text), id);
-        }
     }
 }
