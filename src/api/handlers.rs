@@ -159,6 +159,6 @@ pub async fn workers(Extract(api): Extract<Api>) -> Json<Value> {
     Json(json!({ "role": api.ctx.leader.role(), "workers": api.ctx.workers.snapshot() }))
 }
 
-pub async fn openapi() -> Json<Value> {
-    Json(super::openapi::document())
+pub async fn openapi(Extract(api): Extract<Api>) -> Json<Value> {
+    Json(super::openapi::served(api.ctx.admin.token.is_some()))
 }

@@ -16,7 +16,32 @@ fn json_ok(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": {} } })
 }
 
-/// The document.
+/// The document as served. Without an admin token nothing asks for one: no route is marked
+/// bearer-secured and none answers 401 (the mutating ones answer 403, as documented).
+pub fn served(token_configured: bool) -> Value {
+    let mut doc = document();
+    if !token_configured {
+        if let Some(components) = doc["components"].as_object_mut() {
+            components.remove("securitySchemes");
+        }
+        let operations = doc["paths"]
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|paths| paths.values_mut())
+            .filter_map(Value::as_object_mut)
+            .flat_map(|ops| ops.values_mut())
+            .filter_map(Value::as_object_mut);
+        for op in operations {
+            op.remove("security");
+            if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                responses.remove("401");
+            }
+        }
+    }
+    doc
+}
+
+/// The document, for a daemon with an admin token.
 pub fn document() -> Value {
     let secured = json!([{ "bearer": [] }]);
     let unauthorized = error_response("Missing or invalid bearer token");
@@ -235,6 +260,18 @@ pub fn document() -> Value {
 #[cfg(test)]
 mod tests {
     use super::super::ROUTES;
+
+    #[test]
+    fn without_a_token_no_route_asks_for_one() {
+        let with = super::served(true);
+        assert_eq!(with, super::document());
+        let text = with.to_string();
+        assert!(text.contains("\"security\"") && text.contains("\"401\""));
+        let without = super::served(false).to_string();
+        assert!(!without.contains("\"security\""), "{without}");
+        assert!(!without.contains("\"401\"") && !without.contains("securitySchemes"));
+        assert!(without.contains("No admin token configured"), "403s stay");
+    }
 
     #[test]
     fn documents_exactly_the_routes() {

@@ -290,6 +290,11 @@ async fn without_a_token_every_mutating_route_is_forbidden() {
         200,
         "reads stay open on loopback"
     );
+    // the served document says so: nothing is bearer-secured, nothing answers 401
+    let (status, doc) = get(&d, "/api/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let text = doc.to_string();
+    assert!(!text.contains("\"security\"") && !text.contains("\"401\""));
     // cleanup deletes; register writes to MongoDB
     let register = r#"{"user_id": "u1", "sha256": "00000000000000000000000000000000000000000000000000000000000000aa", "document_id": "d1"}"#;
     for (path, body) in [
