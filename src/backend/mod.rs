@@ -106,7 +106,9 @@ impl Backends {
                 .map(|c| Qdrant::connect(c, timeout))
                 .transpose()?,
             s3: settings.s3.as_ref().map(|c| {
-                S3::connect(c, timeout).with_measure_cache(settings.s3_sweep.measure_cache)
+                S3::connect(c, timeout)
+                    .with_measure_cache(settings.s3_sweep.measure_cache)
+                    .with_list_parallelism(settings.s3_sweep.list_parallelism)
             }),
             mongo: match &settings.mongo {
                 Some(c) => Some(Mongo::connect(c, timeout).await?),

@@ -33,6 +33,8 @@ pub struct S3Sweep {
     pub recheck_after: Duration,
     /// Most DeleteObjects requests in flight (the adaptive limit's ceiling).
     pub max_inflight: usize,
+    /// Sub-prefixes listed at once (1: one sorted listing).
+    pub list_parallelism: usize,
     /// Most DeleteObjects requests a second (0: no cap).
     pub max_rps: u32,
 }
@@ -113,6 +115,10 @@ pub(super) fn s3_sweep(r: &Reader<'_>, allow_short: bool) -> Result<S3Sweep, Con
         max_inflight: match r.count("JANITOR_S3_MAX_INFLIGHT")? {
             n @ 1..=64 => n as usize,
             _ => return Err(r.invalid("JANITOR_S3_MAX_INFLIGHT", "1 to 64")),
+        },
+        list_parallelism: match r.count("JANITOR_S3_LIST_PARALLELISM")? {
+            n @ 1..=64 => n as usize,
+            _ => return Err(r.invalid("JANITOR_S3_LIST_PARALLELISM", "1 to 64")),
         },
         max_rps: u32::try_from(r.whole(
             "JANITOR_S3_MAX_RPS",

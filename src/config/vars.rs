@@ -380,6 +380,11 @@ pub const VARS: &[Var] = &[
         "Most DeleteObjects requests in flight: the adaptive concurrency starts at 1, doubles while answers are clean, halves on a throttle (1 to 64).",
     ),
     var(
+        "JANITOR_S3_LIST_PARALLELISM",
+        "4",
+        "Sub-prefixes (under the delimiter /) listed at once; the pages still come in key order (1: one sorted listing).",
+    ),
+    var(
         "JANITOR_S3_MAX_RPS",
         "0",
         "Most DeleteObjects requests a second (0: no cap).",

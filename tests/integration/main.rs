@@ -20,6 +20,7 @@ mod redis_sweep;
 mod redis_tls;
 mod replicas;
 mod s3_faults;
+mod s3_list;
 mod s3_recheck;
 mod s3_sweep;
 mod smoke;

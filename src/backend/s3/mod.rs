@@ -5,6 +5,7 @@
 
 pub mod dangling;
 pub mod delete;
+pub mod list;
 pub mod sweep;
 
 use std::sync::{Arc, Mutex};
@@ -18,10 +19,11 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 
 pub use delete::DeleteAnswer;
+pub use list::Page;
+use tokio::sync::mpsc::Receiver;
 
 use super::{BackendError, timed};
 use crate::config::S3Conn;
@@ -38,6 +40,8 @@ pub struct S3 {
     /// The last whole-bucket listing and when it was made.
     cache: Arc<Mutex<Option<(Instant, Listing)>>>,
     cache_ttl: Duration,
+    /// Sub-prefixes listed at once (1: one sorted listing).
+    list_parallelism: usize,
 }
 
 /// What a listing of the whole bucket found.
@@ -148,6 +152,7 @@ impl S3 {
             timeout,
             cache: Arc::default(),
             cache_ttl: Duration::ZERO,
+            list_parallelism: 1,
         }
     }
 
@@ -166,41 +171,27 @@ impl S3 {
         self.timeout
     }
 
-    /// The pages of `ListObjectsV2` under `prefix`, fetched by a task up to two pages ahead
-    /// of the reader, so listing overlaps with what the reader does with each page (the
-    /// sweeper's reference checks). Each page is under the request timeout. The end of the
-    /// listing is an explicit `Ok(None)`, so a task that died is never taken for a complete
-    /// listing; the task ends after an error, at the end, or when the receiver is dropped.
-    pub fn list_pages(
-        &self,
-        prefix: &str,
-    ) -> tokio::sync::mpsc::Receiver<Result<Option<ListObjectsV2Output>, BackendError>> {
+    /// The pages of `ListObjectsV2` under `prefix` in key order, fetched by tasks up to two
+    /// pages ahead of the reader, so listing overlaps with what the reader does with each
+    /// page (the sweeper's reference checks), and across sub-prefixes in parallel when the
+    /// client was built with a list parallelism above 1 (see [`list`]). Each page is under
+    /// the request timeout. The end of the listing is an explicit `Ok(None)`, so a task that
+    /// died is never taken for a complete listing; the tasks end after an error, at the end,
+    /// or when the receiver is dropped.
+    pub fn list_pages(&self, prefix: &str) -> Receiver<Page> {
+        if self.list_parallelism <= 1 {
+            return self.sequential(prefix);
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        let timeout = self.timeout;
-        tokio::spawn(async move {
-            loop {
-                let page = match tokio::time::timeout(timeout, pages.next()).await {
-                    Err(_) => Err(BackendError::Timeout {
-                        backend: NAME,
-                        after: timeout,
-                    }),
-                    Ok(None) => Ok(None),
-                    Ok(Some(page)) => page.map(Some).map_err(|e| BackendError::request(NAME, e)),
-                };
-                let last = !matches!(page, Ok(Some(_)));
-                if tx.send(page).await.is_err() || last {
-                    return;
-                }
-            }
-        });
+        let (this, prefix) = (self.clone(), prefix.to_string());
+        tokio::spawn(async move { this.fan_out(&prefix, this.list_parallelism, tx).await });
         rx
+    }
+
+    /// The same client, listing up to `n` sub-prefixes at once.
+    pub fn with_list_parallelism(mut self, n: usize) -> Self {
+        self.list_parallelism = n.max(1);
+        self
     }
 
     /// One DeleteObjects request (at most 1000 keys), verbose so every key is accounted
@@ -294,23 +285,14 @@ impl S3 {
         {
             return Ok(listing.usage(budget_bytes, now));
         }
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .into_paginator()
-            .send();
+        let mut pages = self.list_pages("");
         let mut listing = Listing::default();
         loop {
-            let page = match tokio::time::timeout(self.timeout, pages.next()).await {
-                Err(_) => {
-                    return Err(BackendError::Timeout {
-                        backend: NAME,
-                        after: self.timeout,
-                    });
-                }
-                Ok(None) => break,
-                Ok(Some(page)) => page.map_err(|e| BackendError::request(NAME, e))?,
+            let page = match pages.recv().await {
+                Some(Ok(Some(page))) => page,
+                Some(Ok(None)) => break,
+                Some(Err(e)) => return Err(e),
+                None => return Err(BackendError::request(NAME, "listing ended early")),
             };
             for object in page.contents() {
                 listing.add(object);
