@@ -4,7 +4,7 @@
 A private Garage holds N objects of 64 bytes laid out like the application's bucket,
 `uploads/u{0..49}/…`, written with 32 concurrent PUTs. Each contender lists the whole bucket:
 
-  janitor   `janitor report breakdown --resource minio --json` (one streamed listing, every
+  janitor   `janitor report breakdown --resource s3 --json` (one streamed listing, every
             object grouped by prefix), with JANITOR_S3_LIST_PARALLELISM=1 (the single
             sorted listing), 4 (the default) and 8
   rclone    `rclone size --checkers 8` (lists the directories it finds in parallel)
@@ -38,7 +38,7 @@ def janitor(garage: Garage, bucket: str, workdir: str, parallelism: int) -> tupl
         "JANITOR_BACKEND_TIMEOUT_SECONDS": "60",
     }
     started = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", JANITOR, "report", "breakdown", "--resource", "minio", "--json"],
+    proc = subprocess.run(["/usr/bin/time", "-v", JANITOR, "report", "breakdown", "--resource", "s3", "--json"],
                           env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
