@@ -133,6 +133,9 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Drift between the stores the pass measured (the document pass).
     pub drift: Option<crate::drift::Drift>,
+    /// Deletions the plan makes in other stores (a document's file, points and cache keys),
+    /// each held to the cap of its own store.
+    pub dependents: Vec<Dependent>,
     deletions: u64,
     expirations: u64,
     batch_count: usize,
@@ -150,6 +153,7 @@ impl Plan {
             notes: Vec::new(),
             warnings: Vec::new(),
             drift: None,
+            dependents: Vec::new(),
             deletions: 0,
             expirations: 0,
             batch_count: 0,
@@ -229,6 +233,17 @@ impl Plan {
     }
 }
 
+/// What a plan deletes in a store other than its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependent {
+    /// The store.
+    pub resource: Resource,
+    /// Items the plan deletes there.
+    pub deletions: u64,
+    /// Items in that store, where known; unknown, only the absolute cap applies.
+    pub store_items: Option<u64>,
+}
+
 /// The per-run deletion cap.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Cap {
@@ -241,7 +256,8 @@ pub struct Cap {
 /// A plan the cap refuses.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "plan deletes {deletions} of {store_items} items, above the cap ({limit} = min({max_count}, {max_fraction} of the store))"
+    "plan deletes {deletions} of {store_items} items{}, above the cap ({limit} = min({max_count}, {max_fraction} of the store))",
+    .store.map(|r| format!(" of {r} (dependents of the documents)")).unwrap_or_default()
 )]
 pub struct CapExceeded {
     /// Deletions planned.
@@ -254,6 +270,8 @@ pub struct CapExceeded {
     pub max_count: u64,
     /// The fractional cap.
     pub max_fraction: f64,
+    /// The other store whose cap the plan's dependents exceed; `None`: the plan's own store.
+    pub store: Option<Resource>,
 }
 
 impl Cap {
@@ -268,21 +286,29 @@ impl Cap {
         self.max_count.saturating_add(1)
     }
 
-    /// Whether `plan` may be applied.
+    /// Whether `plan` may be applied: its own deletions, and its deletions in every other
+    /// store, each within the cap of its store.
     pub fn check(&self, plan: &Plan) -> Result<(), CapExceeded> {
-        let deletions = plan.deletions();
-        let limit = self.limit(plan.store_items);
-        if deletions <= limit {
-            Ok(())
-        } else {
-            Err(CapExceeded {
-                deletions,
-                store_items: plan.store_items,
-                limit,
-                max_count: self.max_count,
-                max_fraction: self.max_fraction,
-            })
+        let own = (None, plan.deletions(), Some(plan.store_items));
+        let others = plan
+            .dependents
+            .iter()
+            .map(|d| (Some(d.resource), d.deletions, d.store_items));
+        for (store, deletions, store_items) in std::iter::once(own).chain(others) {
+            // a store of unknown size is held to the absolute cap only
+            let limit = store_items.map_or(self.max_count, |n| self.limit(n));
+            if deletions > limit {
+                return Err(CapExceeded {
+                    deletions,
+                    store_items: store_items.unwrap_or(0),
+                    limit,
+                    max_count: self.max_count,
+                    max_fraction: self.max_fraction,
+                    store,
+                });
+            }
         }
+        Ok(())
     }
 }
 
@@ -392,6 +418,35 @@ mod tests {
         let err = CAP.check(&p).unwrap_err();
         assert_eq!((err.deletions, err.limit), (400, 250));
         assert_eq!(PlannedItem::delete("k").count(), 1);
+    }
+
+    #[test]
+    fn a_plans_deletions_in_other_stores_are_held_to_their_caps() {
+        let mut p = plan(1000, 10, 0);
+        let dependent = |resource, deletions, store_items| Dependent {
+            resource,
+            deletions,
+            store_items,
+        };
+        p.dependents = vec![
+            dependent(Resource::S3, 250, Some(1000)),
+            dependent(Resource::Redis, 1000, None),
+        ];
+        assert!(
+            CAP.check(&p).is_ok(),
+            "a quarter of S3, the absolute cap of Redis"
+        );
+        p.dependents
+            .push(dependent(Resource::Qdrant, 26, Some(100)));
+        let err = CAP.check(&p).unwrap_err();
+        assert_eq!(
+            (err.store, err.deletions, err.limit),
+            (Some(Resource::Qdrant), 26, 25)
+        );
+        assert!(err.to_string().contains("of qdrant (dependents"), "{err}");
+        p.dependents[2].deletions = 25;
+        p.dependents[1].deletions = 1001;
+        assert_eq!(CAP.check(&p).unwrap_err().store, Some(Resource::Redis));
     }
 
     #[test]

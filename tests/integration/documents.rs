@@ -66,6 +66,15 @@ impl World {
     }
 
     fn settings(&self, svc: &Services, audit: &std::path::Path) -> Arc<Settings> {
+        self.settings_with(svc, audit, &[])
+    }
+
+    fn settings_with(
+        &self,
+        svc: &Services,
+        audit: &std::path::Path,
+        extra: &[(&str, &str)],
+    ) -> Arc<Settings> {
         let db = self.ns.mongo_db();
         let pairs = [
             ("REDIS_URL", self.redis.as_str()),
@@ -82,7 +91,7 @@ impl World {
             ("JANITOR_MAX_DELETE_FRACTION", "1"),
             ("JANITOR_BACKEND_TIMEOUT_SECONDS", "3"),
         ];
-        support::settings(&pairs, audit, &[])
+        support::settings(&pairs, audit, extra)
     }
 
     fn key(&self, name: &str) -> String {
@@ -371,6 +380,47 @@ async fn expired_documents_leave_with_their_file_points_and_keys_and_nothing_liv
         (again.outcome, again.planned_deletions),
         (Outcome::Succeeded, 0)
     );
+}
+
+#[tokio::test]
+async fn the_cap_of_each_dependent_store_holds_inside_the_cascade() {
+    let svc = require_services!();
+    let w = World::new(svc, "docs-caps", svc.get("MONGODB_URI")).await;
+    // 3 of 8 documents expire (37.5 %), 6 of 16 cache keys (37.5 %), but 15 of 20 points
+    for i in 0..3 {
+        w.document(Bson::String(format!("old{i}")), 10 * DAY, "ready", None, 5)
+            .await;
+    }
+    w.document(Bson::String("live".into()), 60, "ready", None, 5)
+        .await;
+    for i in 0..4 {
+        w.document(Bson::String(format!("bare{i}")), 60, "ready", None, 0)
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("a.jsonl");
+    let half = [("JANITOR_MAX_DELETE_FRACTION", "0.5")];
+    let janitor = Janitor::new(w.settings_with(svc, &audit, &half))
+        .await
+        .unwrap();
+    let (r, _) = run(&janitor, false).await;
+    assert_eq!(r.outcome, Outcome::AbortedCap, "{r:?}");
+    let message = r.message.unwrap_or_default();
+    assert!(
+        message.contains("deletes 15 of 20 items of qdrant"),
+        "{message}"
+    );
+    assert_eq!(w.documents().await.len(), 8, "nothing deleted");
+    assert_eq!(w.with_points().await.len(), 4);
+
+    // within every store's cap: the cascade goes
+    let most = [("JANITOR_MAX_DELETE_FRACTION", "0.8")];
+    let janitor = Janitor::new(w.settings_with(svc, &audit, &most))
+        .await
+        .unwrap();
+    let (r, _) = run(&janitor, false).await;
+    assert_eq!((r.outcome, r.deleted), (Outcome::Succeeded, 3), "{r:?}");
+    assert_eq!(w.with_points().await, set(&["live"]));
 }
 
 #[tokio::test]

@@ -134,6 +134,45 @@ pub async fn points(
     Ok(counts)
 }
 
+async fn keyword_index(qdrant: &Qdrant, collection: &str, field: &str) -> Result<(), BackendError> {
+    qdrant
+        .call(|| {
+            let req = CreateFieldIndexCollectionBuilder::new(collection, field, FieldType::Keyword)
+                .wait(true);
+            qdrant.client().create_field_index(req)
+        })
+        .await?;
+    Ok(())
+}
+
+/// The points of documents `ids` in `collections` (exact counts), and the points in those
+/// collections: what the cascade will delete, weighed against the store for the cap. A
+/// keyword index on `field` is created first where missing, as the delete would.
+pub async fn count_points(
+    qdrant: &Qdrant,
+    collections: &[String],
+    field: &str,
+    ids: &[String],
+) -> Result<(u64, u64), BackendError> {
+    let (mut theirs, mut all) = (0, 0);
+    let filter = belonging_to(field, ids);
+    for c in collections {
+        let info = match qdrant.info(c).await {
+            Ok(info) => info,
+            Err(BackendError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if !ids.is_empty() && !info.payload_schema.contains_key(field) {
+            keyword_index(qdrant, c, field).await?;
+        }
+        all += qdrant.count(c, None).await?;
+        if !ids.is_empty() {
+            theirs += qdrant.count(c, Some(filter.clone())).await?;
+        }
+    }
+    Ok((theirs, all))
+}
+
 /// Deletes the points of documents `ids` from `collections` by a filter on `field` (a
 /// keyword index on it is created first where missing); returns how many were deleted
 /// (exact counts before and after) and the documents that still have points afterwards
@@ -156,13 +195,7 @@ pub async fn delete_points(
             Err(e) => return Err(e),
         };
         if !info.payload_schema.contains_key(field) {
-            qdrant
-                .call(|| {
-                    let req = CreateFieldIndexCollectionBuilder::new(c, field, FieldType::Keyword)
-                        .wait(true);
-                    qdrant.client().create_field_index(req)
-                })
-                .await?;
+            keyword_index(qdrant, c, field).await?;
         }
         let before = qdrant.count(c, Some(filter.clone())).await?;
         qdrant

@@ -30,7 +30,7 @@ use super::s3::S3;
 use super::sweep::{Applied, Sweep, SweepContext, SweepError};
 use crate::config::DocumentsSweep;
 use crate::drift::DriftBoard;
-use crate::plan::{Action, Batch, Plan, PlannedItem};
+use crate::plan::{Action, Batch, Dependent, Plan, PlannedItem};
 use crate::resource::Resource;
 
 /// Documents per batch (one audit record, one query per step per store, one DeleteObjects
@@ -125,6 +125,49 @@ impl DocumentsSweeper {
         plan.drift = Some(drift);
     }
 
+    /// What a pass deletes in each dependent store, with that store's size, so the cap of
+    /// each store holds inside the cascade too (an unknown S3 size, when no whole-bucket
+    /// listing was made yet, leaves the absolute cap).
+    async fn dependents_caps(
+        &self,
+        collections: &[String],
+        objects: u64,
+        points: u64,
+        keys: u64,
+    ) -> Result<Vec<Dependent>, SweepError> {
+        let mut out = Vec::new();
+        if let Some(s3) = &self.dependents.s3 {
+            out.push(Dependent {
+                resource: Resource::S3,
+                deletions: objects,
+                store_items: s3.last_listed_objects(),
+            });
+        }
+        if let Some((q, _)) = &self.dependents.qdrant {
+            let field = &self.settings.qdrant_field;
+            let (_, all) = cascade::count_points(q, collections, field, &[])
+                .await
+                .map_err(step("counting points"))?;
+            out.push(Dependent {
+                resource: Resource::Qdrant,
+                deletions: points,
+                store_items: Some(all),
+            });
+        }
+        if let Some(redis) = &self.dependents.redis {
+            let size = redis
+                .memory_and_size()
+                .await
+                .map_err(step("counting cache keys"))?;
+            out.push(Dependent {
+                resource: Resource::Redis,
+                deletions: keys,
+                store_items: Some(size.keys),
+            });
+        }
+        Ok(out)
+    }
+
     async fn collections(&self) -> Result<Vec<String>, SweepError> {
         match &self.dependents.qdrant {
             None => Ok(Vec::new()),
@@ -193,6 +236,13 @@ impl DocumentsSweeper {
                 Some((q, _)) if ctx.dry_run => {
                     Some(cascade::points(q, &collections, &s.qdrant_field, &ids).await?)
                 }
+                Some((q, _)) => {
+                    // counted for the cap only: the delete itself goes by filter
+                    let (theirs, _) =
+                        cascade::count_points(q, &collections, &s.qdrant_field, &ids).await?;
+                    points += theirs;
+                    None
+                }
                 _ => None,
             };
             let mut items = Vec::with_capacity(chunk.len());
@@ -226,14 +276,12 @@ impl DocumentsSweeper {
             })
             .map_err(SweepError::spool)?;
         }
+        plan.dependents = self
+            .dependents_caps(&collections, objects, points, cache_keys)
+            .await?;
         plan.notes.push(format!(
-            "{} documents expired with {objects} objects, {} and {cache_keys} cache keys; {} documents held by sessions active since {}",
+            "{} documents expired with {objects} objects, {points} points and {cache_keys} cache keys; {} documents held by sessions active since {}",
             expired.len(),
-            if ctx.dry_run {
-                format!("{points} points")
-            } else {
-                "their points (counted as deleted)".to_string()
-            },
             held.len(),
             humantime::format_rfc3339_seconds(active_since)
         ));

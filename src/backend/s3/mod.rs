@@ -270,6 +270,13 @@ impl S3 {
         *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), listing));
     }
 
+    /// Objects in the bucket at its last whole listing (the sweep's or the monitor's), if
+    /// there was one.
+    pub fn last_listed_objects(&self) -> Option<u64> {
+        let cached = *self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cached.map(|(_, listing)| listing.objects)
+    }
+
     /// The same client, reusing whole-bucket listings younger than `ttl` (0: never).
     pub fn with_measure_cache(mut self, ttl: Duration) -> Self {
         self.cache_ttl = ttl;
