@@ -4,7 +4,7 @@
 N keys, seeded as in redis_bench.py (N/2 `cache:{i}` idle without TTL -> to delete, N/4 with
 a TTL, N/4 protected), once on a standalone redis-server and once spread over a 3-primary
 Redis Cluster (private servers, `redis-cli --cluster create`, no replicas). The janitor
-sweeps each unpaced (`janitor sweep --once --resource redis`, JANITOR_REDIS_MAX_OPS_PER_SEC=0):
+sweeps each with redis_bench's settings, unpaced (`janitor sweep --once --resource redis`):
 on a cluster it finds the primaries from the one node in REDIS_URL and sweeps each on its
 own connection, all at once. One run each; wall time, deletions and peak RSS side by side.
 """
@@ -21,8 +21,8 @@ import time
 import redis
 from redis.crc import key_slot
 
-from common import free_port, sweep_once
-from redis_bench import Server, seed
+from common import free_port
+from redis_bench import Server, run_janitor, seed
 
 
 class Cluster:
@@ -94,23 +94,6 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def janitor(port: int, workdir: str) -> tuple[float, int, str]:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
-        "JANITOR_REDIS_POLICIES": "cache:*=delete_idle:1h",
-        "JANITOR_REDIS_PROTECT": "cache:protected:*",
-        "JANITOR_MAX_DELETE_FRACTION": "1",
-        "JANITOR_MAX_DELETE_COUNT": "100000000",
-        "JANITOR_REDIS_SCAN_COUNT": "1000",
-        "JANITOR_REDIS_MAX_OPS_PER_SEC": "0",
-        "JANITOR_REDIS_BATCH_PAUSE_MS": "0",
-        "JANITOR_AUDIT_LOG": os.path.join(workdir, "audit.jsonl"),
-        "JANITOR_LOG_FORMAT": "json",
-    }
-    return sweep_once("redis", env, workdir)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--keys", type=int, default=1_000_000)
@@ -120,14 +103,14 @@ def main() -> None:
     single, cluster = Server(), Cluster()
     try:
         seed(single.client, n)
-        s_wall, s_rss, s_line = janitor(single.port, workdir)
+        s_wall, s_rss, s_line = run_janitor(single.port, workdir)
         s_deleted = n - single.client.dbsize()
         t = time.perf_counter()
         cluster.seed(n)
         seeded = time.perf_counter() - t
         before = cluster.dbsize()
         assert before == n, before
-        c_wall, c_rss, c_line = janitor(cluster.ports[1], workdir)
+        c_wall, c_rss, c_line = run_janitor(cluster.ports[1], workdir)
         c_deleted = n - cluster.dbsize()
         print(f"one primary: {s_line}\nthree primaries: {c_line}\n(cluster seeded in {seeded:.1f} s)")
         print(f"\n{n:,} keys, {n // 2:,} to delete; janitor unpaced\n")

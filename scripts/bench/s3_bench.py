@@ -173,13 +173,18 @@ def janitor(garage: Garage, mongo_uri: str, bucket: str, workdir: str, inflight:
     return sweep_once("s3", env, workdir)
 
 
-def rclone(garage: Garage, bucket: str, workdir: str) -> float:
+def rclone_config(garage: Garage, workdir: str) -> tuple[str, dict[str, str]]:
+    """An rclone config file naming the Garage `garage`, and the environment to run it in."""
     conf = os.path.join(workdir, "rclone.conf")
     with open(conf, "w") as f:
         f.write(f"[garage]\ntype = s3\nprovider = Other\nendpoint = http://127.0.0.1:{garage.s3_port}\n"
                 f"region = garage\naccess_key_id = {garage.key}\nsecret_access_key = {garage.secret}\n"
                 "force_path_style = true\nlist_version = 2\nno_check_bucket = true\n")
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    return conf, {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
+
+def rclone(garage: Garage, bucket: str, workdir: str) -> float:
+    conf, env = rclone_config(garage, workdir)
     started = time.perf_counter()
     subprocess.run(["rclone", "--config", conf, "delete", f"garage:{bucket}", "--min-age", "7d",
                     "--use-server-modtime", "--checkers", "32", "-q"], env=env, check=True)

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from common import JANITOR
-from s3_bench import Garage
+from s3_bench import Garage, rclone_config
 
 
 def janitor(garage: Garage, bucket: str, workdir: str, parallelism: int) -> tuple[float, int, int]:
@@ -49,12 +49,7 @@ def janitor(garage: Garage, bucket: str, workdir: str, parallelism: int) -> tupl
 
 
 def rclone(garage: Garage, bucket: str, workdir: str) -> tuple[float, int]:
-    conf = os.path.join(workdir, "rclone.conf")
-    with open(conf, "w") as f:
-        f.write(f"[garage]\ntype = s3\nprovider = Other\nendpoint = http://127.0.0.1:{garage.s3_port}\n"
-                f"region = garage\naccess_key_id = {garage.key}\nsecret_access_key = {garage.secret}\n"
-                "force_path_style = true\nlist_version = 2\nno_check_bucket = true\n")
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    conf, env = rclone_config(garage, workdir)
     started = time.perf_counter()
     out = subprocess.run(["rclone", "--config", conf, "size", f"garage:{bucket}", "--checkers", "8", "--json"],
                          env=env, check=True, stdout=subprocess.PIPE, text=True).stdout

@@ -144,6 +144,17 @@ fn range(r: std::ops::RangeInclusive<u64>) -> BTreeSet<String> {
     r.map(|i| i.to_string()).collect()
 }
 
+/// The Qdrant sweeper of `state`, to plan and apply batch by batch.
+fn sweeper(state: &Janitor) -> QdrantSweeper {
+    QdrantSweeper::new(
+        state.backends.qdrant.clone().unwrap(),
+        None,
+        state.settings.qdrant_sweep.clone(),
+        Duration::from_secs(24 * HOUR),
+        state.settings.budgets.qdrant_points,
+    )
+}
+
 async fn run(
     state: &Janitor,
     dry_run: bool,
@@ -544,13 +555,7 @@ async fn server_stopped_mid_pass_fails_the_run_then_recovers_and_a_deleted_colle
     let state = Janitor::new(settings(&url, &dir.path().join("a.jsonl"), &by_id))
         .await
         .unwrap();
-    let sweeper = QdrantSweeper::new(
-        state.backends.qdrant.clone().unwrap(),
-        None,
-        state.settings.qdrant_sweep.clone(),
-        Duration::from_secs(24 * HOUR),
-        state.settings.budgets.qdrant_points,
-    );
+    let sweeper = sweeper(&state);
     let ctx = crate::support::sweep_ctx(Duration::from_secs(24 * HOUR), dir.path());
     let (mut plan, planned) = sweeper.plan(&ctx).await.unwrap();
     assert_eq!(plan.deletions(), 60);
@@ -626,13 +631,7 @@ async fn a_window_spares_points_refreshed_since_planning_and_recovery_asks_the_w
     let state = Janitor::new(settings(url, &dir.path().join("a.jsonl"), &only))
         .await
         .unwrap();
-    let sweeper = QdrantSweeper::new(
-        state.backends.qdrant.clone().unwrap(),
-        None,
-        state.settings.qdrant_sweep.clone(),
-        Duration::from_secs(24 * HOUR),
-        state.settings.budgets.qdrant_points,
-    );
+    let sweeper = sweeper(&state);
     let ctx = crate::support::sweep_ctx(Duration::from_secs(24 * HOUR), dir.path());
     let (mut plan, planned) = sweeper.plan(&ctx).await.unwrap();
     assert_eq!(plan.deletions(), 30);

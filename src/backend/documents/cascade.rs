@@ -134,15 +134,30 @@ pub async fn points(
     Ok(counts)
 }
 
-async fn keyword_index(qdrant: &Qdrant, collection: &str, field: &str) -> Result<(), BackendError> {
-    qdrant
-        .call(|| {
-            let req = CreateFieldIndexCollectionBuilder::new(collection, field, FieldType::Keyword)
-                .wait(true);
-            qdrant.client().create_field_index(req)
-        })
-        .await?;
-    Ok(())
+/// Whether `collection` exists; when `ensure`, a keyword index on `field` is created first
+/// where it is missing (filters on the document id must not scan the collection).
+async fn indexed(
+    qdrant: &Qdrant,
+    collection: &str,
+    field: &str,
+    ensure: bool,
+) -> Result<bool, BackendError> {
+    let info = match qdrant.info(collection).await {
+        Ok(info) => info,
+        Err(BackendError::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if ensure && !info.payload_schema.contains_key(field) {
+        qdrant
+            .call(|| {
+                let req =
+                    CreateFieldIndexCollectionBuilder::new(collection, field, FieldType::Keyword)
+                        .wait(true);
+                qdrant.client().create_field_index(req)
+            })
+            .await?;
+    }
+    Ok(true)
 }
 
 /// The points of documents `ids` in `collections` (exact counts), and the points in those
@@ -157,13 +172,8 @@ pub async fn count_points(
     let (mut theirs, mut all) = (0, 0);
     let filter = belonging_to(field, ids);
     for c in collections {
-        let info = match qdrant.info(c).await {
-            Ok(info) => info,
-            Err(BackendError::NotFound { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        if !ids.is_empty() && !info.payload_schema.contains_key(field) {
-            keyword_index(qdrant, c, field).await?;
+        if !indexed(qdrant, c, field, !ids.is_empty()).await? {
+            continue;
         }
         all += qdrant.count(c, None).await?;
         if !ids.is_empty() {
@@ -189,13 +199,8 @@ pub async fn delete_points(
     let (mut deleted, mut any_left) = (0, false);
     let filter = belonging_to(field, ids);
     for c in collections {
-        let info = match qdrant.info(c).await {
-            Ok(info) => info,
-            Err(BackendError::NotFound { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        if !info.payload_schema.contains_key(field) {
-            keyword_index(qdrant, c, field).await?;
+        if !indexed(qdrant, c, field, true).await? {
+            continue;
         }
         let before = qdrant.count(c, Some(filter.clone())).await?;
         qdrant
