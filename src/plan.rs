@@ -256,14 +256,15 @@ pub struct Cap {
 /// A plan the cap refuses.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "plan deletes {deletions} of {store_items} items{}, above the cap ({limit} = min({max_count}, {max_fraction} of the store))",
+    "plan deletes {deletions} of {} items{}, above the cap ({limit} = min({max_count}, {max_fraction} of the store))",
+    .store_items.map_or_else(|| "an unknown number of".to_string(), |n| n.to_string()),
     .store.map(|r| format!(" of {r} (dependents of the documents)")).unwrap_or_default()
 )]
 pub struct CapExceeded {
     /// Deletions planned.
     pub deletions: u64,
-    /// Items in the store.
-    pub store_items: u64,
+    /// Items in the store, where known.
+    pub store_items: Option<u64>,
     /// The limit that applied.
     pub limit: u64,
     /// The absolute cap.
@@ -300,7 +301,7 @@ impl Cap {
             if deletions > limit {
                 return Err(CapExceeded {
                     deletions,
-                    store_items: store_items.unwrap_or(0),
+                    store_items,
                     limit,
                     max_count: self.max_count,
                     max_fraction: self.max_fraction,
@@ -446,7 +447,13 @@ mod tests {
         assert!(err.to_string().contains("of qdrant (dependents"), "{err}");
         p.dependents[2].deletions = 25;
         p.dependents[1].deletions = 1001;
-        assert_eq!(CAP.check(&p).unwrap_err().store, Some(Resource::Redis));
+        let err = CAP.check(&p).unwrap_err();
+        assert_eq!(err.store, Some(Resource::Redis));
+        assert!(
+            err.to_string()
+                .contains("1001 of an unknown number of items"),
+            "{err}"
+        );
     }
 
     #[test]

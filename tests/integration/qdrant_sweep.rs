@@ -233,7 +233,9 @@ fn check_windows(plan: &mut resource_janitor::plan::Plan, names: &[String]) {
     for b in plan.batches().unwrap() {
         let b = b.unwrap();
         assert_eq!(b.items.len(), 1, "one window per batch");
-        let w = Window::of(&b.items[0]).expect("a window item");
+        let w = Window::of(&b.items[0])
+            .expect("a window item")
+            .expect("readable");
         assert!(
             b.items[0]
                 .id
@@ -667,6 +669,27 @@ async fn a_window_spares_points_refreshed_since_planning_and_recovery_asks_the_w
     let mut kept = range(31..=55);
     kept.extend(["2".to_string(), "30".to_string()]);
     assert_eq!(ids(&q, &name).await, kept);
+
+    // points written with old timestamps since planning: a window holding more than the
+    // cap weighed is left alone, the others go
+    seed(&q, &name, Stamp::Seconds).await;
+    let (mut plan, planned) = sweeper.plan(&ctx).await.unwrap();
+    upsert(&q, &name, 100..=104, |i| {
+        serde_json::json!({ "created_at": Stamp::Seconds.value(Duration::from_secs(48 * HOUR + (i - 99) * 60)) })
+    })
+    .await;
+    let (mut deleted, mut skipped, mut notes) = (0, Vec::new(), Vec::new());
+    for batch in plan.batches().unwrap() {
+        let applied = planned.apply(&batch.unwrap(), &ctx).await.unwrap();
+        deleted += applied.deleted;
+        skipped.extend(applied.skipped);
+        notes.extend(applied.notes);
+    }
+    assert_eq!(skipped.len(), 1, "the newest window grew: {notes:?}");
+    assert!(notes[0].contains("left alone"), "{notes:?}");
+    let left = ids(&q, &name).await;
+    assert!(left.is_superset(&range(100..=104)) && left.contains("1"));
+    assert_eq!(deleted as usize + left.len(), 60, "{left:?}");
     // a deleted collection holds nothing: its windows are applied
     q.delete_collection(&name).await.unwrap();
     assert!(sweeper.unapplied(first).await.unwrap().is_empty());

@@ -30,13 +30,13 @@ use qdrant_client::qdrant::{Condition, CreateFieldIndexCollectionBuilder, Filter
 
 use super::orphans::Orphans;
 use super::timestamp::{self, Encoding, IndexKind};
-use super::windows::{self, Span, Window};
+use super::windows::{self, Deleted, Span, Window};
 use super::{Qdrant, id_text, point_id};
 use crate::backend::BackendError;
 use crate::backend::mongo::Mongo;
 use crate::backend::sweep::{Applied, Sweep, SweepContext, SweepError};
 use crate::config::QdrantSweep;
-use crate::plan::{Batch, Plan};
+use crate::plan::{Batch, Plan, PlannedItem};
 use crate::resource::Resource;
 
 /// What planning decided for one collection, used again by its batches.
@@ -378,7 +378,10 @@ impl QdrantSweeper {
         if let [item] = batch.items.as_slice()
             && let Some(window) = Window::of(item)
         {
-            return self.apply_window(name, &window).await;
+            let window = window.map_err(|e| {
+                SweepError::Refused(format!("unreadable time window {}: {e}", item.id))
+            })?;
+            return self.apply_window(name, target, &window, item).await;
         }
         let s = &self.settings;
         let field = &s.timestamp_field;
@@ -425,11 +428,43 @@ impl QdrantSweeper {
         })
     }
 
-    async fn apply_window(&self, name: &str, window: &Window) -> Result<Applied, SweepError> {
-        Ok(Applied {
-            deleted: windows::delete(&self.qdrant, name, window).await?,
-            ..Applied::default()
-        })
+    async fn apply_window(
+        &self,
+        name: &str,
+        target: &Target,
+        window: &Window,
+        item: &PlannedItem,
+    ) -> Result<Applied, SweepError> {
+        // the window read back from the spool must be one this run planned
+        let field = &self.settings.timestamp_field;
+        if window.until > target.ttl_cutoff
+            || &window.field != field
+            || window.encoding != target.encoding
+        {
+            return Err(SweepError::Refused(format!(
+                "time window {} does not match the run's cutoff, field or encoding",
+                item.id
+            )));
+        }
+        let planned = item.count();
+        Ok(
+            match windows::delete(&self.qdrant, name, window, planned).await? {
+                Deleted::Points(n) => Applied {
+                    deleted: n,
+                    ..Applied::default()
+                },
+                Deleted::Grown(n) => Applied {
+                    skipped: vec![item.id.clone()],
+                    notes: vec![format!(
+                        "collection {name}: time window {} holds {n} points, {planned} planned \
+                     (written since planning with old timestamps?): left alone, the cap \
+                     weighed {planned}; the next run plans it again",
+                        item.id
+                    )],
+                    ..Applied::default()
+                },
+            },
+        )
     }
 
     async fn finish_inner(&self, run: &QdrantRun, ctx: &SweepContext) -> Vec<String> {
@@ -486,6 +521,9 @@ impl Sweep for QdrantSweeper {
         if let [item] = batch.items.as_slice()
             && let Some(window) = Window::of(item)
         {
+            let window = window.map_err(|e| {
+                SweepError::Refused(format!("unreadable time window {}: {e}", item.id))
+            })?;
             // a window is applied once nothing is left in it
             return match self
                 .qdrant

@@ -61,11 +61,12 @@ impl Window {
         PlannedItem::delete_range(id, count, detail)
     }
 
-    /// The window a plan item stands for, if it is one.
-    pub fn of(item: &PlannedItem) -> Option<Self> {
+    /// The window a plan item stands for: `None` if it is not a window item, an error if it
+    /// is one that cannot be read back (never taken for an id).
+    pub fn of(item: &PlannedItem) -> Option<Result<Self, serde_json::Error>> {
         let detail = item.detail.as_ref()?;
         detail.get("until")?;
-        serde_json::from_value(detail.clone()).ok()
+        Some(serde_json::from_value(detail.clone()))
     }
 }
 
@@ -170,9 +171,8 @@ where
 {
     let unit = unit(span.encoding);
     let per = span.per_window.max(1);
-    let lo = span
-        .oldest
-        .map_or(span.until, |o| floor(o, unit).min(span.until));
+    // without the oldest instant the range starts at the epoch: counting still cuts it
+    let lo = floor(span.oldest.unwrap_or(UNIX_EPOCH), unit).min(span.until);
     let mut stack = vec![Piece {
         from: None,
         lo,
@@ -259,20 +259,34 @@ pub async fn plan(
     .await
 }
 
-/// Deletes `window` of `collection` by its range filter (`wait=true`); returns the points
-/// it held when counted exactly just before (the same filter, so every point counted is
-/// deleted unless it left the window in between, and the run's exact count after says what
-/// really went).
+/// What became of a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// Deleted: the points it held when counted exactly just before (the same filter, so
+    /// every point counted is deleted unless it left the window in between, and the run's
+    /// exact count after says what really went).
+    Points(u64),
+    /// Left alone: it holds more points than were planned (written with old timestamps
+    /// since planning: a restore, a backfill), and the cap weighed the planned count.
+    Grown(u64),
+}
+
+/// Deletes `window` of `collection` by its range filter (`wait=true`), unless it holds more
+/// than the `planned` points the cap allowed.
 pub async fn delete(
     qdrant: &Qdrant,
     collection: &str,
     window: &Window,
-) -> Result<u64, BackendError> {
+    planned: u64,
+) -> Result<Deleted, BackendError> {
     let before = qdrant.count(collection, Some(window.filter())).await?;
+    if before > planned {
+        return Ok(Deleted::Grown(before));
+    }
     if before > 0 {
         qdrant.delete(collection, window.filter()).await?;
     }
-    Ok(before)
+    Ok(Deleted::Points(before))
 }
 
 #[cfg(test)]
@@ -384,7 +398,12 @@ mod tests {
             item.id,
             "sessions:created_at:[2025-11-23T12:13:20Z,2025-11-24T16:00:00.123456789Z)"
         );
-        assert_eq!(Window::of(&item), Some(w));
-        assert_eq!(Window::of(&PlannedItem::delete("17")), None);
+        assert_eq!(Window::of(&item).unwrap().unwrap(), w);
+        assert!(Window::of(&PlannedItem::delete("17")).is_none());
+        let broken = PlannedItem::delete_range("x", 1, serde_json::json!({ "until": "soon" }));
+        assert!(
+            Window::of(&broken).unwrap().is_err(),
+            "an unreadable window is an error"
+        );
     }
 }

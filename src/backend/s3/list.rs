@@ -97,7 +97,17 @@ impl S3 {
                 backend: NAME,
                 after: self.timeout,
             }),
-            Ok(page) => page.map_err(|e| BackendError::request(NAME, DisplayErrorContext(&e))),
+            Ok(Err(e)) => Err(BackendError::request(NAME, DisplayErrorContext(&e))),
+            // a page that says more follows without saying where would end the listing early
+            Ok(Ok(page))
+                if page.is_truncated == Some(true) && page.next_continuation_token.is_none() =>
+            {
+                Err(BackendError::request(
+                    NAME,
+                    "a truncated listing page without a continuation token",
+                ))
+            }
+            Ok(Ok(page)) => Ok(page),
         }
     }
 
@@ -132,7 +142,9 @@ impl S3 {
         loop {
             // keep up to `parallelism` parts started ahead of the one being handed on
             while ahead.len() < parallelism {
-                if upcoming.is_empty()
+                // a page may hold nothing and still name a next one: fetch until there is
+                // something to start or the level's listing ends
+                while upcoming.is_empty()
                     && let Some(t) = token.take()
                 {
                     let page = self.delimited(&prefix, Some(t)).await?;
@@ -146,6 +158,13 @@ impl S3 {
                 }
             }
             let Some(part) = ahead.pop_front() else {
+                if token.is_some() {
+                    // never reached; if it were, a truncated listing must not read as whole
+                    return Err(BackendError::request(
+                        NAME,
+                        "listing ended before its last page",
+                    ));
+                }
                 let _ = tx.send(Ok(None)).await;
                 return Ok(());
             };
