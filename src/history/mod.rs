@@ -269,8 +269,18 @@ impl History {
     }
 
     /// Runs a write; a failure is logged and dropped (the history never stops a sweep).
+    /// Writes are called from async tasks (a run's end, the monitor): on the daemon's
+    /// multi-thread runtime the worker is handed over as blocking first, so a slow disk
+    /// holds up only the caller, never the other tasks on that worker.
     fn write(&self, what: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<usize>) {
-        if let Err(e) = self.with(f) {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let written = if multi_thread {
+            tokio::task::block_in_place(|| self.with(f))
+        } else {
+            self.with(f)
+        };
+        if let Err(e) = written {
             tracing::warn!(error = %e, what, "history write failed: record dropped");
         }
     }

@@ -314,3 +314,23 @@ fn a_path_that_cannot_be_a_file_means_a_history_in_memory() {
         Outcome::Succeeded,
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_the_daemons_runtime_hand_the_worker_over_and_land() {
+    // the daemon's runtime is multi-threaded: a write must not panic there (block_in_place)
+    // and must be readable as soon as it returns
+    let dir = tempfile::tempdir().unwrap();
+    let h = History::open(&settings(dir.path()));
+    let writer = h.clone();
+    tokio::spawn(async move {
+        writer.record_run(&run(
+            "mt",
+            Resource::Qdrant,
+            at(1_800_000_000),
+            Outcome::Succeeded,
+        ));
+    })
+    .await
+    .unwrap();
+    assert!(h.run("mt".into()).await.unwrap().is_some());
+}
