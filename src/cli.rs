@@ -407,7 +407,8 @@ fn write_text(out: &mut impl Write, r: &RunRecord, plan: Option<&mut Plan>) -> s
             "  [{}] {} ({} items)",
             batch.target,
             batch.reason,
-            batch.items.len()
+            // a Qdrant time window is one line standing for its count of points
+            batch.items.iter().map(|i| i.count()).sum::<u64>()
         )?;
         for item in &batch.items {
             match item.action {
