@@ -203,15 +203,28 @@ impl RedisSweeper {
             let (mut scanned, mut without_ttl, mut shared, mut oldest_idle) =
                 (0u64, 0u64, 0u64, 0i64);
             let earlier = &policies[..i];
-            for shard in &shards {
+            // every primary of a cluster is scanned at once, each on its own connections; the
+            // pages come in as they are ready, and each server's items are batched apart
+            let mut streams = Vec::with_capacity(shards.len());
+            for (n, shard) in shards.iter().enumerate() {
                 let con = (shard.connection().await?, shard.new_connection().await?);
-                // items accumulate into batches of up to APPLY_BATCH: one audit fsync each
-                let mut pending: Vec<PlannedItem> = Vec::new();
                 let pages = self.pages(con, policy, earlier, !lfu);
-                let mut pages = std::pin::pin!(pages);
-                while let Some(page) = pages.try_next().await? {
+                streams.push(Box::pin(pages.map_ok(move |page| (n, page))));
+            }
+            // items accumulate into batches of up to APPLY_BATCH per server: one audit fsync each
+            let mut pending: Vec<Vec<PlannedItem>> = vec![Vec::new(); shards.len()];
+            let flush_all = |plan: &mut Plan, pending: &mut Vec<Vec<PlannedItem>>| {
+                pending
+                    .iter_mut()
+                    .zip(&shards)
+                    .try_for_each(|(items, shard)| flush(plan, (policy, shard), lfu, items))
+            };
+            {
+                let mut pages = futures::stream::select_all(streams);
+                while let Some((n, page)) = pages.try_next().await? {
+                    let (shard, pending_here) = (&shards[n], &mut pending[n]);
                     if ctx.cancel.is_cancelled() {
-                        flush(&mut plan, (policy, shard), lfu, &mut pending)?;
+                        flush_all(&mut plan, &mut pending)?;
                         plan.notes
                             .push("planning stopped by shutdown: partial plan".into());
                         break 'policies;
@@ -254,18 +267,19 @@ impl RedisSweeper {
                         }
                     }
                     planned += items.len() as u64;
-                    pending.extend(items);
-                    if pending.len() >= APPLY_BATCH || planned > limit {
-                        flush(&mut plan, (policy, shard), lfu, &mut pending)?;
+                    pending_here.extend(items);
+                    if pending_here.len() >= APPLY_BATCH {
+                        flush(&mut plan, (policy, shard), lfu, pending_here)?;
                     }
                     if planned > limit {
+                        flush_all(&mut plan, &mut pending)?;
                         plan.notes.push(format!("planning stopped at {planned} items (the cap allows at most {limit}); the next run continues"));
                         break 'policies;
                     }
                     ctx.pause(self.settings.batch_pause).await;
                 }
-                flush(&mut plan, (policy, shard), lfu, &mut pending)?;
             }
+            flush_all(&mut plan, &mut pending)?;
             let mut note = format!(
                 "{}: {scanned} keys scanned, {without_ttl} without TTL",
                 policy.pattern
