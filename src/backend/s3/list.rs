@@ -12,7 +12,7 @@
 //! at most `parallelism` parts are held ahead, each at most three pages.
 //!
 //! With one sub-prefix and nothing else under a prefix (`uploads/`), the fan-out goes one
-//! level down, up to [`MAX_DESCENT`] levels.
+//! level down, up to three levels.
 
 use std::collections::VecDeque;
 
