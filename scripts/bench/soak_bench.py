@@ -4,7 +4,8 @@ database; the document lifecycle on), every loop and the monitor every second, f
 --minutes. Each second a little garbage is written (Redis keys without TTL, S3 objects,
 expired documents with their vectors and keys), so every cycle plans and deletes. Every 10 s
 /metrics is sampled: janitor_process_resident_bytes, janitor_process_open_fds,
-janitor_runtime_alive_tasks and runs by outcome. Flat means the last third's mean is within
+janitor_runtime_alive_tasks and runs by outcome; at the end the daemon's WARN and ERROR log
+lines are listed by message, to be explained. Flat means the last third's mean is within
 a few percent (memory) or equal (descriptors, tasks) of the second third's: the first third
 is warm-up (allocator arenas, connection pools, the history file's pages).
 """
@@ -34,6 +35,24 @@ from common import JANITOR, free_port, services, wait_healthy
 def metric(text: str, name: str) -> float:
     m = re.search(rf"^{name} (\S+)$", text, re.M)
     return float(m.group(1)) if m else float("nan")
+
+
+def log_levels(path: str) -> dict[str, dict[str, int]]:
+    """The daemon's WARN and ERROR log lines (JSON), counted by level and message."""
+    import json
+    from collections import Counter, defaultdict
+    found: dict[str, Counter] = defaultdict(Counter)
+    for line in open(path, errors="replace"):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            found["UNPARSED"][line.strip()[:160]] += 1
+            continue
+        level = rec.get("level", "")
+        if level in ("WARN", "ERROR"):
+            message = rec.get("message") or rec.get("fields", {}).get("message") or rec
+            found[level][str(message)[:160]] += 1
+    return found
 
 
 def main() -> None:
@@ -72,8 +91,9 @@ def main() -> None:
                       config=Config(s3={"addressing_style": "path"}))
     bucket = svc["S3_BUCKET"]
     s3.put_object(Bucket=bucket, Key="soak/keep.pdf", Body=b"x")
-    proc = subprocess.Popen([JANITOR, "run"], env=env, cwd=workdir,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = os.path.join(workdir, "janitor.log")
+    log_file = open(log_path, "w")
+    proc = subprocess.Popen([JANITOR, "run"], env=env, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     samples = []
     try:
@@ -105,6 +125,8 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
+        log_file.close()
+        levels = log_levels(log_path)
         r.flushdb()
         mongo.drop_database("soak_db")
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="soak/"):
@@ -124,6 +146,12 @@ def main() -> None:
     for name, i in [("RSS MB", 1), ("open fds", 2), ("alive tasks", 3)]:
         a, b = statistics.mean(s[i] for s in mid), statistics.mean(s[i] for s in last)
         print(f"{name}: second third mean {a:.1f}, last third mean {b:.1f} ({(b - a) / a * 100:+.1f}%)")
+    # every warning and error the daemon logged, by message: each must have an explanation
+    for level in ("ERROR", "WARN", "UNPARSED"):
+        lines = levels.get(level, {})
+        print(f"log {level}: {sum(lines.values())} lines" + (":" if lines else ""))
+        for message, count in sorted(lines.items(), key=lambda kv: -kv[1])[:10]:
+            print(f"  {count:>6} x {message}")
 
 
 if __name__ == "__main__":

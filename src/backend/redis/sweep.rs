@@ -297,6 +297,12 @@ impl RedisSweeper {
                 m.record_redis_pattern(&policy.pattern, without_ttl, idle);
             }
         }
+        // keys written while the scan ran are in the plan but not in the count taken before
+        // it: the fraction cap weighs the plan against the larger of the two counts (a soak
+        // writing 50 keys a second had a 100-key plan refused against a 50-key store)
+        if let Ok(after) = Redis::memory_and_size_of(&shards).await {
+            plan.store_items = plan.store_items.max(after.keys);
+        }
         let run = RedisRun {
             shards,
             used_memory_before: footprint.used_memory,
