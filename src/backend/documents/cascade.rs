@@ -160,27 +160,39 @@ async fn indexed(
     Ok(true)
 }
 
-/// The points of documents `ids` in `collections` (exact counts), and the points in those
-/// collections: what the cascade will delete, weighed against the store for the cap. A
-/// keyword index on `field` is created first where missing, as the delete would.
+/// The points of documents `ids` in `collections` (exact counts): what the cascade will
+/// delete, weighed against the store for the cap. A keyword index on `field` is created
+/// first where missing, as the delete would.
 pub async fn count_points(
     qdrant: &Qdrant,
     collections: &[String],
     field: &str,
     ids: &[String],
-) -> Result<(u64, u64), BackendError> {
-    let (mut theirs, mut all) = (0, 0);
+) -> Result<u64, BackendError> {
+    let mut theirs = 0;
+    if ids.is_empty() {
+        return Ok(0);
+    }
     let filter = belonging_to(field, ids);
     for c in collections {
-        if !indexed(qdrant, c, field, !ids.is_empty()).await? {
-            continue;
-        }
-        all += qdrant.count(c, None).await?;
-        if !ids.is_empty() {
+        if indexed(qdrant, c, field, true).await? {
             theirs += qdrant.count(c, Some(filter.clone())).await?;
         }
     }
-    Ok((theirs, all))
+    Ok(theirs)
+}
+
+/// All points in `collections` (exact counts; a collection that does not exist has none).
+pub async fn total_points(qdrant: &Qdrant, collections: &[String]) -> Result<u64, BackendError> {
+    let mut all = 0;
+    for c in collections {
+        match qdrant.count(c, None).await {
+            Ok(n) => all += n,
+            Err(BackendError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(all)
 }
 
 /// Deletes the points of documents `ids` from `collections` by a filter on `field` (a

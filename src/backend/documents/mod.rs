@@ -144,8 +144,7 @@ impl DocumentsSweeper {
             });
         }
         if let Some((q, _)) = &self.dependents.qdrant {
-            let field = &self.settings.qdrant_field;
-            let (_, all) = cascade::count_points(q, collections, field, &[])
+            let all = cascade::total_points(q, collections)
                 .await
                 .map_err(step("counting points"))?;
             out.push(Dependent {
@@ -238,9 +237,7 @@ impl DocumentsSweeper {
                 }
                 Some((q, _)) => {
                     // counted for the cap only: the delete itself goes by filter
-                    let (theirs, _) =
-                        cascade::count_points(q, &collections, &s.qdrant_field, &ids).await?;
-                    points += theirs;
+                    points += cascade::count_points(q, &collections, &s.qdrant_field, &ids).await?;
                     None
                 }
                 _ => None,
