@@ -115,6 +115,11 @@ pub struct Batch {
     /// Cluster primary, `host:port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+    /// What the batch as a whole carries: the document cascade's `{"points": n}`, the
+    /// points its documents had when planned (a batch whose documents have more when it is
+    /// applied is left for the next pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
 }
 
 /// Everything a sweep would do: a summary in memory, the batches in a spool file.
@@ -189,6 +194,7 @@ impl Plan {
             reason: reason.to_string(),
             items: ids.into_iter().map(PlannedItem::delete).collect(),
             shard: None,
+            detail: None,
         })
     }
 
@@ -342,6 +348,7 @@ mod tests {
             reason: "test".into(),
             items,
             shard: None,
+            detail: None,
         })
         .unwrap();
         p
@@ -388,6 +395,7 @@ mod tests {
                 detail: None,
             }],
             shard: None,
+            detail: None,
         })
         .unwrap();
         assert_eq!(
@@ -413,6 +421,7 @@ mod tests {
             reason: "r".into(),
             items: vec![PlannedItem::delete_range("c:t<x", 400, window)],
             shard: None,
+            detail: None,
         })
         .unwrap();
         assert_eq!(p.deletions(), 400);

@@ -46,6 +46,7 @@ impl Sweeper for FakeStore {
                 reason: "test".into(),
                 items: vec![item],
                 shard: None,
+                detail: None,
             })
             .map_err(SweepError::spool)?;
             let run: Box<dyn PlannedRun + 'a> = Box::new(FakeRun(self));

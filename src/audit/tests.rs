@@ -20,6 +20,7 @@ fn batch() -> Batch {
             },
         ],
         shard: None,
+        detail: None,
     }
 }
 

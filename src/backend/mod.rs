@@ -193,6 +193,10 @@ impl Backends {
                 s3: self.s3.clone(),
                 qdrant: self.qdrant.clone().map(|q| (q, collections)),
                 redis: self.redis.clone(),
+                s3_limits: documents::S3Limits {
+                    max_inflight: settings.s3_sweep.max_inflight,
+                    max_rps: settings.s3_sweep.max_rps,
+                },
             };
             sweepers.push(Arc::new(documents::DocumentsSweeper::new(
                 mongo.clone(),

@@ -57,6 +57,7 @@ impl Sweep for Fake {
                     })
                     .collect(),
                 shard: None,
+                detail: None,
             })
             .unwrap();
         }

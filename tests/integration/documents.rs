@@ -13,6 +13,8 @@ use qdrant_client::qdrant::{
 };
 use resource_janitor::app::Janitor;
 use resource_janitor::config::Settings;
+use resource_janitor::drift::DriftBoard;
+use resource_janitor::metrics::Metrics;
 use resource_janitor::resource::Resource;
 use resource_janitor::runs::{Outcome, RunRecord};
 
@@ -128,11 +130,25 @@ impl World {
             .await
             .unwrap();
         let text = text(&id);
+        self.points(&text, points).await;
+        let mut con = support::redis_con(&self.redis).await;
+        for i in 0..2 {
+            redis::cmd("SET")
+                .arg(format!("doc_segments:{text}:{i}"))
+                .arg("v")
+                .query_async::<()>(&mut con)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// `n` more points of the document `id`.
+    async fn points(&self, id: &str, n: u64) {
         let base = fastrand::u64(1..u64::MAX / 2);
-        let pts: Vec<PointStruct> = (0..points)
+        let pts: Vec<PointStruct> = (0..n)
             .map(|i| {
                 let payload =
-                    qdrant_client::Payload::try_from(serde_json::json!({ "document_id": text }))
+                    qdrant_client::Payload::try_from(serde_json::json!({ "document_id": id }))
                         .unwrap();
                 PointStruct::new(base + i, vec![0.1, 0.2, 0.3, 0.4], payload)
             })
@@ -140,15 +156,6 @@ impl World {
         if !pts.is_empty() {
             self.qdrant
                 .upsert_points(UpsertPointsBuilder::new(&self.collection, pts).wait(true))
-                .await
-                .unwrap();
-        }
-        let mut con = support::redis_con(&self.redis).await;
-        for i in 0..2 {
-            redis::cmd("SET")
-                .arg(format!("doc_segments:{text}:{i}"))
-                .arg("v")
-                .query_async::<()>(&mut con)
                 .await
                 .unwrap();
         }
@@ -421,6 +428,59 @@ async fn the_cap_of_each_dependent_store_holds_inside_the_cascade() {
     let (r, _) = run(&janitor, false).await;
     assert_eq!((r.outcome, r.deleted), (Outcome::Succeeded, 3), "{r:?}");
     assert_eq!(w.with_points().await, set(&["live"]));
+}
+
+#[tokio::test]
+async fn points_written_since_planning_leave_the_batch_whole_for_the_next_pass() {
+    let svc = require_services!();
+    let w = World::new(svc, "docs-grown", svc.get("MONGODB_URI")).await;
+    w.document("old-1".into(), 10 * DAY, "ready", Some("g1.pdf"), 2)
+        .await;
+    w.document("old-2".into(), 10 * DAY, "ready", Some("g2.pdf"), 2)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let janitor = Janitor::new(w.settings(svc, &dir.path().join("a.jsonl")))
+        .await
+        .unwrap();
+    let sweepers =
+        janitor
+            .backends
+            .sweepers(&janitor.settings, &Metrics::new(), &DriftBoard::default());
+    let docs = sweepers
+        .iter()
+        .find(|s| s.resource() == Resource::Documents)
+        .unwrap();
+    let ctx = support::sweep_ctx(Duration::from_secs(7 * DAY), dir.path());
+    let (mut plan, planned) = docs.plan(&ctx).await.unwrap();
+    assert_eq!(plan.deletions(), 2);
+    let batches: Vec<_> = plan.batches().unwrap().map(Result::unwrap).collect();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].detail, Some(serde_json::json!({ "points": 4 })));
+
+    // the application indexes old-2 again after planning: the batch would delete more
+    // points than the cap weighed, so nothing of it is touched
+    w.points("old-2", 3).await;
+    let applied = planned.apply(&batches[0], &ctx).await.unwrap();
+    assert_eq!(
+        (applied.deleted, applied.skipped.len()),
+        (0, 2),
+        "{applied:?}"
+    );
+    assert!(
+        applied.notes[0].contains("have 7 points, 4 when planned"),
+        "{:?}",
+        applied.notes
+    );
+    assert_eq!(w.documents().await, set(&["old-1", "old-2"]));
+    assert_eq!(w.objects().await, set(&["g1.pdf", "g2.pdf"]));
+    assert_eq!(w.with_points().await, set(&["old-1", "old-2"]));
+    assert_eq!(w.with_keys().await, set(&["old-1", "old-2"]));
+
+    // the next pass plans them again, with their points, and finishes
+    let (r, _) = run(&janitor, false).await;
+    assert_eq!((r.outcome, r.deleted), (Outcome::Succeeded, 2), "{r:?}");
+    assert!(w.documents().await.is_empty());
+    assert!(w.with_points().await.is_empty() && w.with_keys().await.is_empty());
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! in Qdrant, found and deleted for a set of documents at once (never one round trip per
 //! document where a batch exists).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use qdrant_client::qdrant::{
     Condition, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, FieldType, Filter,
@@ -24,17 +24,56 @@ const SCAN_COUNT: u64 = 1000;
 /// Points read per scroll page.
 const SCROLL_PAGE: u32 = 1000;
 
-/// The cache keys of the documents `ids`: one SCAN pass per template over its fixed prefix
-/// on every server, each key's id part matched against `ids` in memory (one SCAN per
-/// document would walk the keyspace thousands of times, and a per-document MATCH would
-/// have to escape glob characters in ids).
+/// The cache keys found for a pass's documents, one compact entry per key: the document's
+/// place in the pass's sorted ids, the server's place in `servers`, the key (escaped). A map
+/// of maps per document cost about a kilobyte per document; this costs the key and 32 bytes.
+#[derive(Debug, Default)]
+pub struct FoundKeys {
+    servers: Vec<String>,
+    keys: Vec<(usize, usize, Box<str>)>,
+}
+
+impl FoundKeys {
+    fn push(&mut self, doc: usize, server: &str, key: String) {
+        let at = match self.servers.iter().position(|s| s == server) {
+            Some(at) => at,
+            None => {
+                self.servers.push(server.to_string());
+                self.servers.len() - 1
+            }
+        };
+        self.keys.push((doc, at, key.into_boxed_str()));
+    }
+
+    fn finish(&mut self) {
+        self.keys.sort_unstable();
+        self.keys.dedup();
+    }
+
+    /// The keys of the document at `doc` in the pass's ids, by server.
+    pub fn of(&self, doc: usize) -> Keys {
+        let start = self.keys.partition_point(|(d, ..)| *d < doc);
+        let mut out = Keys::new();
+        for (_, server, key) in self.keys[start..].iter().take_while(|(d, ..)| *d == doc) {
+            out.entry(self.servers[*server].clone())
+                .or_default()
+                .push(key.to_string());
+        }
+        out
+    }
+}
+
+/// The cache keys of the documents `ids` (sorted): one SCAN pass per template over its fixed
+/// prefix on every server, each key's id part looked up in `ids` (one SCAN per document
+/// would walk the keyspace thousands of times, and a per-document MATCH would have to
+/// escape glob characters in ids).
 pub async fn redis_keys(
     redis: &Redis,
     templates: &[KeyTemplate],
-    ids: &HashSet<String>,
-) -> Result<HashMap<String, Keys>, BackendError> {
-    let mut found: HashMap<String, Keys> = HashMap::new();
-    let lengths: HashSet<usize> = ids.iter().map(String::len).collect();
+    ids: &[String],
+) -> Result<FoundKeys, BackendError> {
+    let mut found = FoundKeys::default();
+    let lengths: BTreeSet<usize> = ids.iter().map(String::len).collect();
     if ids.is_empty() {
         return Ok(found);
     }
@@ -52,23 +91,16 @@ pub async fn redis_keys(
                     let Ok(id) = std::str::from_utf8(id) else {
                         continue;
                     };
-                    if ids.contains(id) && glob_match(t.suffix.as_bytes(), tail) {
-                        found
-                            .entry(id.to_string())
-                            .or_default()
-                            .entry(addr.clone())
-                            .or_default()
-                            .push(escape(&key));
+                    let doc = ids.binary_search_by(|x| x.as_str().cmp(id));
+                    if let (Ok(doc), true) = (doc, glob_match(t.suffix.as_bytes(), tail)) {
+                        found.push(doc, &addr, escape(&key));
                         break;
                     }
                 }
             }
         }
     }
-    for keys in found.values_mut().flat_map(|k| k.values_mut()) {
-        keys.sort();
-        keys.dedup();
-    }
+    found.finish();
     Ok(found)
 }
 
@@ -237,4 +269,30 @@ pub async fn delete_points(
         HashSet::new()
     };
     Ok((deleted, left))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn found_keys_are_given_back_per_document_and_server() {
+        let mut found = FoundKeys::default();
+        found.push(2, "b:1", "k2b".into());
+        found.push(0, "", "k0".into());
+        found.push(2, "a:1", "k2a".into());
+        found.push(2, "a:1", "k2a".into());
+        found.push(0, "", "k0x".into());
+        found.finish();
+        let keys = |pairs: &[(&str, &[&str])]| -> Keys {
+            pairs
+                .iter()
+                .map(|(s, k)| (s.to_string(), k.iter().map(|k| k.to_string()).collect()))
+                .collect()
+        };
+        assert_eq!(found.of(0), keys(&[("", &["k0", "k0x"])]));
+        assert_eq!(found.of(1), Keys::new());
+        assert_eq!(found.of(2), keys(&[("a:1", &["k2a"]), ("b:1", &["k2b"])]));
+        assert_eq!(found.of(3), Keys::new());
+    }
 }

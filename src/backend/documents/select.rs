@@ -80,23 +80,21 @@ pub fn expired_filter(s: &DocumentsSweep, cutoff: SystemTime) -> Document {
     }
 }
 
-/// Expired documents not `held`, in `_id` order, at most `limit` (the plan's cap).
-pub async fn expired(
+/// The ids of the expired documents not `held`, at most `limit` + 1 (past the cap the plan
+/// is refused anyway), sorted as text. Only the ids are held for the pass: what goes with
+/// them is read a batch at a time by [`expired_among`].
+pub async fn expired_ids(
     mongo: &Mongo,
     s: &DocumentsSweep,
     cutoff: SystemTime,
     held: &HashSet<String>,
     limit: u64,
-) -> Result<Vec<Expired>, BackendError> {
+) -> Result<Vec<String>, BackendError> {
     let coll = mongo.database().collection::<Document>(&s.collection);
-    let mut projection = doc! { "_id": 1 };
-    for f in &s.key_fields {
-        projection.insert(f.as_str(), 1);
-    }
     let query = async {
         let mut cursor = coll
             .find(expired_filter(s, cutoff))
-            .projection(projection)
+            .projection(doc! { "_id": 1 })
             .sort(doc! { "_id": 1 })
             .await?;
         let mut found = Vec::new();
@@ -107,14 +105,46 @@ pub async fn expired(
             if held.contains(&id) {
                 continue;
             }
+            found.push(id);
+            if found.len() as u64 > limit {
+                break;
+            }
+        }
+        Ok::<_, mongodb::error::Error>(found)
+    };
+    let mut ids = timed(NAME, mongo.timeout(), query).await?;
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// The documents among `ids` that are still expired, with the objects they reference (one
+/// query). A document deleted or changed since its id was read is not returned.
+pub async fn expired_among(
+    mongo: &Mongo,
+    s: &DocumentsSweep,
+    cutoff: SystemTime,
+    ids: &[String],
+) -> Result<Vec<Expired>, BackendError> {
+    let coll = mongo.database().collection::<Document>(&s.collection);
+    let mut filter = expired_filter(s, cutoff);
+    filter.insert("_id", doc! { "$in": id_values(ids) });
+    let mut projection = doc! { "_id": 1 };
+    for f in &s.key_fields {
+        projection.insert(f.as_str(), 1);
+    }
+    let query = async {
+        let mut cursor = coll.find(filter).projection(projection).await?;
+        let mut found = Vec::with_capacity(ids.len());
+        while let Some(d) = cursor.try_next().await? {
+            let Some(id) = d.get("_id").and_then(id_text) else {
+                continue;
+            };
             let mut objects = Vec::new();
             for f in &s.key_fields {
                 path_strings(&d, f, &mut objects);
             }
             found.push(Expired { id, objects });
-            if found.len() as u64 > limit {
-                break;
-            }
         }
         Ok::<_, mongodb::error::Error>(found)
     };

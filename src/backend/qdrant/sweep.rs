@@ -308,6 +308,7 @@ impl QdrantSweeper {
                 reason: reason.to_string(),
                 items: vec![window.item(name, count)],
                 shard: None,
+                detail: None,
             };
             plan.push(batch).map_err(SweepError::spool)?;
         }

@@ -124,6 +124,7 @@ fn flush(
         reason,
         items: std::mem::take(pending),
         shard: shard.shard().map(str::to_owned),
+        detail: None,
     })
     .map_err(SweepError::spool)
 }

@@ -162,11 +162,13 @@ pub struct Deleted {
     pub error: Option<BackendError>,
 }
 
-/// Deletes `keys` through `throttle`; `check` runs right before each request and returns
-/// the keys of its chunk that must stay (referenced again), which are left out.
+/// Deletes `keys` through `throttle`, at most `chunk` keys per request (1,000 at most);
+/// `check` runs right before each request and returns the keys of its chunk that must stay
+/// (referenced again), which are left out.
 pub async fn delete_all<F, Fut, E>(
     s3: &S3,
     keys: Vec<String>,
+    chunk: usize,
     throttle: &mut Throttle,
     metrics: Option<&Metrics>,
     mut check: F,
@@ -176,7 +178,7 @@ where
     Fut: std::future::Future<Output = Result<(Vec<String>, Vec<String>), E>>,
 {
     let mut queue: VecDeque<(Vec<String>, u32)> = keys
-        .chunks(super::sweep::DELETE_OBJECTS_MAX)
+        .chunks(chunk.clamp(1, super::sweep::DELETE_OBJECTS_MAX))
         .map(|c| (c.to_vec(), 0))
         .collect();
     let mut out = Deleted::default();

@@ -334,6 +334,7 @@ impl S3Sweeper {
                 reason: reason.to_string(),
                 items,
                 shard: None,
+                detail: None,
             };
             plan.push(batch).map_err(SweepError::spool)?;
         }
@@ -363,8 +364,15 @@ impl S3Sweeper {
             Ok::<_, SweepError>(chunk.into_iter().partition(|k| !referenced.contains(k)))
         };
         let mut throttle = run.throttle.lock().await;
-        let (done, kept) =
-            delete::delete_all(&self.s3, keys, &mut throttle, self.metrics.as_ref(), check).await?;
+        let (done, kept) = delete::delete_all(
+            &self.s3,
+            keys,
+            DELETE_OBJECTS_MAX,
+            &mut throttle,
+            self.metrics.as_ref(),
+            check,
+        )
+        .await?;
         Ok(Applied {
             deleted: done.deleted.len() as u64,
             bytes_freed: done
