@@ -30,7 +30,12 @@ class Cluster:
 
     def __init__(self, n: int = 3) -> None:
         self.dir = tempfile.mkdtemp(prefix="janitor-bench-cluster-")
-        self.ports = [free_port() for _ in range(n)]
+        # a cluster node also listens on its port + 10000 (the bus): both must exist
+        self.ports = []
+        while len(self.ports) < n:
+            p = free_port()
+            if p < 55000 and p not in self.ports:
+                self.ports.append(p)
         self.procs = []
         for p in self.ports:
             d = os.path.join(self.dir, str(p))

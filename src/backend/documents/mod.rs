@@ -19,6 +19,8 @@ mod reconcile;
 mod select;
 
 use std::collections::HashSet;
+
+use serde::Deserialize;
 use std::time::SystemTime;
 
 use super::BackendError;
@@ -140,7 +142,8 @@ impl DocumentsSweeper {
         let mut unreadable = Vec::new();
         let (mut go_ids, mut details) = (Vec::new(), Vec::new());
         for item in go {
-            match item.detail.clone().map(serde_json::from_value::<Detail>) {
+            // read in place: a batch's details are a thousand documents' dependents
+            match item.detail.as_ref().map(Detail::deserialize) {
                 Some(Ok(detail)) => {
                     go_ids.push(item.id.clone());
                     details.push(detail);

@@ -107,7 +107,10 @@ fn tempdir(name: &str) -> tempfile::TempDir {
 
 /// A private redis-server; `extra` adds config flags (e.g. `--maxmemory-policy allkeys-lfu`).
 pub fn redis(svc: &Services, extra: &[&str]) -> Server {
-    let port = free_port();
+    redis_on(svc, free_port(), extra)
+}
+
+fn redis_on(svc: &Services, port: u16, extra: &[&str]) -> Server {
     let dir = tempdir("redis");
     let mut args: Vec<String> = [
         "--port",
@@ -146,7 +149,15 @@ pub fn redis_cluster(svc: &Services, n: usize) -> Vec<Server> {
         "--cluster-node-timeout",
         "2000",
     ];
-    let nodes: Vec<Server> = (0..n).map(|_| redis(svc, &flags)).collect();
+    // a cluster node also listens on its port + 10000 (the bus), so the port must be below
+    // 55536; the kernel hands out ports up to 60999
+    let port = || loop {
+        let p = free_port();
+        if p < 55_000 {
+            break p;
+        }
+    };
+    let nodes: Vec<Server> = (0..n).map(|_| redis_on(svc, port(), &flags)).collect();
     let cli = Path::new(svc.get("TEST_REDIS_SERVER_BIN")).with_file_name("redis-cli");
     let addrs: Vec<String> = nodes
         .iter()
