@@ -29,7 +29,7 @@ fn intent(run_id: &str, resource: Resource, seq: u64) -> Intent {
         run_id: run_id.into(),
         resource,
         seq,
-        batch: batch(),
+        batch: Arc::new(batch()),
         task_reason: Some("manual cleanup via API: disk alarm".into()),
         written_at: std::time::UNIX_EPOCH,
     }

@@ -8,6 +8,7 @@
 //! audited: nothing applied is ever left out of the log.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::StreamExt;
@@ -112,7 +113,7 @@ impl Engine {
                     run_id: record.id.clone(),
                     resource: record.resource,
                     seq,
-                    batch,
+                    batch: Arc::new(batch),
                     task_reason: record.reason.clone(),
                     written_at: SystemTime::now(),
                 };
@@ -162,7 +163,7 @@ impl Engine {
     ) -> (Option<String>, BatchEnd) {
         let shard = intent.batch.shard.clone();
         let (run_id, resource, seq) = (intent.run_id.clone(), intent.resource, intent.seq);
-        let batch = intent.batch.clone();
+        let batch = Arc::clone(&intent.batch);
         if let Err(e) = self.audit.intent(intent).await {
             return (shard, BatchEnd::NotWritten(e));
         }
