@@ -2,7 +2,7 @@
 # Document lifecycle benchmark (see scripts/bench/documents_bench.py): the janitor's full
 # cascade vs a reproduction of the seed's per-document loop, on identical data in the
 # servers of scripts/services.sh.
-# Usage: scripts/bench/documents.sh [--documents N]
+# Usage: scripts/bench/documents.sh [--documents N] [--batch-size N]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/bench/lib.sh

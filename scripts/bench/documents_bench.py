@@ -123,7 +123,8 @@ class World:
                 "MONGODB_DATABASE": self.db.name, "JANITOR_QDRANT_COLLECTIONS": self.collection,
                 "JANITOR_DOCUMENTS_EXPIRE": "true", "JANITOR_DOCUMENTS_RECONCILE": "false",
                 "JANITOR_MAX_DELETE_FRACTION": "1", "JANITOR_MAX_DELETE_COUNT": "10000000",
-                "JANITOR_AUDIT_LOG": audit, "JANITOR_BACKEND_TIMEOUT_SECONDS": "30", "JANITOR_LOG_FORMAT": "text"}
+                "JANITOR_AUDIT_LOG": audit, "JANITOR_BACKEND_TIMEOUT_SECONDS": "30", "JANITOR_LOG_FORMAT": "text",
+                **getattr(self, "extra", {})}
 
     def cleanup(self) -> None:
         self.mongo.drop_database(self.db.name)
@@ -185,6 +186,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--env", required=True)
     ap.add_argument("--documents", type=int, default=10_000)
+    ap.add_argument("--batch-size", type=int, help="JANITOR_DOCUMENTS_BATCH_SIZE (default: the janitor's, 1000)")
     args = ap.parse_args()
     svc = read_env(args.env)
     n = args.documents
@@ -198,6 +200,9 @@ def main() -> None:
     small.seed(n // 10)
     print(f"seeded 2 x {n} documents ({expired} expired), each with 1 object, {POINTS} points, {KEYS} keys: {secs:.1f} s + {secs2:.1f} s")
 
+    if args.batch_size:
+        for w in (small, jw):
+            w.extra = {"JANITOR_DOCUMENTS_BATCH_SIZE": str(args.batch_size)}
     state = os.path.dirname(os.path.abspath(args.env))
     _, rss_small, _ = sweep_once("documents", small.env(os.path.join(tmp, "small.jsonl")), tmp)
     counters = Counters(svc, jw)

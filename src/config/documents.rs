@@ -62,6 +62,8 @@ pub struct DocumentsSweep {
     pub reconcile: bool,
     /// Statuses of documents that should have vectors.
     pub vector_statuses: Vec<String>,
+    /// Documents per batch: one audit record, one query per step per store.
+    pub batch_size: usize,
 }
 
 pub(super) fn documents(
@@ -134,6 +136,10 @@ pub(super) fn documents(
         },
         reconcile: r.boolean("JANITOR_DOCUMENTS_RECONCILE")?,
         vector_statuses: list(r, "JANITOR_DOCUMENTS_VECTOR_STATUSES"),
+        batch_size: usize::try_from(r.count("JANITOR_DOCUMENTS_BATCH_SIZE")?)
+            .ok()
+            .filter(|n| *n <= 10_000)
+            .ok_or_else(|| r.invalid("JANITOR_DOCUMENTS_BATCH_SIZE", "1 to 10000"))?,
     })
 }
 

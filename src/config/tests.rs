@@ -420,6 +420,8 @@ fn qdrant_collections_with_their_own_ttls() {
         ("JANITOR_QDRANT_TIMESTAMP_FORMAT", "iso", "rfc3339"),
         ("JANITOR_QDRANT_BATCH_SIZE", "0", "greater than 0"),
         ("JANITOR_QDRANT_BATCH_SIZE", "1000000", "1 to 100000"),
+        ("JANITOR_DOCUMENTS_BATCH_SIZE", "0", "greater than 0"),
+        ("JANITOR_DOCUMENTS_BATCH_SIZE", "20000", "1 to 10000"),
         ("JANITOR_QDRANT_ORPHAN_GRACE_HOURS", "0.5", "safety floor"),
         ("JANITOR_QDRANT_TIMESTAMP_FIELD", "$where", "field name"),
     ] {

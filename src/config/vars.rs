@@ -350,6 +350,11 @@ pub const VARS: &[Var] = &[
         "Redis key templates of a document's cache keys, comma-separated; each has a fixed prefix before {document_id}.",
     ),
     var(
+        "JANITOR_DOCUMENTS_BATCH_SIZE",
+        "1000",
+        "Documents per batch of the cascade (one audit record, one request per step per store); memory grows with it.",
+    ),
+    var(
         "JANITOR_DOCUMENTS_RECONCILE",
         "true",
         "Each document pass also counts drift: points and cache keys whose document is gone, ready documents without vectors.",

@@ -34,10 +34,6 @@ use crate::drift::DriftBoard;
 use crate::plan::{Batch, Plan, PlannedItem};
 use crate::resource::Resource;
 
-/// Documents per batch (one audit record, one query per step per store, one DeleteObjects
-/// when each has one object).
-const BATCH_DOCS: usize = 1000;
-
 /// The stores a document's dependents live in, as configured.
 #[derive(Clone, Default)]
 pub struct Dependents {

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::{BATCH_DOCS, Detail, DocumentsRun, DocumentsSweeper, cascade, reconcile, select, step};
+use super::{Detail, DocumentsRun, DocumentsSweeper, cascade, reconcile, select, step};
 use crate::backend::s3::delete::Throttle;
 use crate::backend::sweep::{SweepContext, SweepError};
 use crate::plan::{Action, Batch, Dependent, Plan, PlannedItem};
@@ -83,11 +83,9 @@ impl DocumentsSweeper {
             collections: &collections,
             keys: &keys,
         };
-        for (n, chunk) in ids.chunks(BATCH_DOCS).enumerate() {
-            if let Some(batch) = self
-                .plan_batch(&pass, chunk, n * BATCH_DOCS, &mut totals)
-                .await?
-            {
+        let size = s.batch_size.max(1);
+        for (n, chunk) in ids.chunks(size).enumerate() {
+            if let Some(batch) = self.plan_batch(&pass, chunk, n * size, &mut totals).await? {
                 plan.push(Batch {
                     reason: reason.clone(),
                     ..batch
