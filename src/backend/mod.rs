@@ -196,6 +196,7 @@ impl Backends {
                 s3_limits: documents::S3Limits {
                     max_inflight: settings.s3_sweep.max_inflight,
                     max_rps: settings.s3_sweep.max_rps,
+                    recheck_after: settings.s3_sweep.recheck_after,
                 },
             };
             sweepers.push(Arc::new(documents::DocumentsSweeper::new(

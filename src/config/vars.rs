@@ -241,7 +241,7 @@ pub const VARS: &[Var] = &[
     var(
         "JANITOR_REDIS_MAX_OPS_PER_SEC",
         "50000",
-        "Most Redis commands per second a sweep sends (0: unpaced).",
+        "Most Redis commands per second a sweep sends to each server (a cluster's primaries are swept at once; 0: unpaced).",
     ),
     var(
         "JANITOR_REDIS_BATCH_PAUSE_MS",

@@ -20,6 +20,8 @@ use crate::backend::sweep::{Applied, PlannedRun, SweepContext, SweepError};
 use crate::plan::{Batch, Plan};
 use crate::runs::{Outcome, RunRecord};
 
+const SHUTDOWN: &str = "shutdown: remaining batches not applied";
+
 /// How one batch ended.
 enum BatchEnd {
     /// Applied and audited (it may have stopped partway: `interrupted`).
@@ -28,6 +30,8 @@ enum BatchEnd {
     Unrecorded(Applied, AuditError),
     /// Its intent could not be written: nothing of it was applied.
     NotWritten(AuditError),
+    /// Shutdown, or the lease lost, by the time it was to start: nothing was written.
+    NotStarted(Outcome, String),
     /// The store failed: what it did is unknown, so the intent stays open and the store is
     /// asked before this store's next run.
     Failed(SweepError),
@@ -69,8 +73,8 @@ impl Engine {
         let mut waiting: Option<(u64, Batch)> = None;
         let mut starting = true;
         loop {
-            // a batch of the store as a whole goes alone: no batch is read while it runs
-            // (each is held in memory, a thousand documents' dependents)
+            // a batch of the store as a whole goes alone: none is taken from the read-ahead
+            // while it runs (each is held in memory whole: a thousand documents' dependents)
             while starting && !busy.contains(&None) {
                 let (seq, batch) = match waiting.take() {
                     Some(next) => next,
@@ -90,12 +94,15 @@ impl Engine {
                         }
                     },
                 };
-                if busy.contains(&batch.shard) {
+                let whole_store = batch.shard.is_none() && !busy.is_empty();
+                if busy.contains(&batch.shard) || whole_store {
                     waiting = Some((seq, batch));
                     break;
                 }
-                if let Err(stop) = self.may_start(record).await {
-                    (record.outcome, record.message) = (stop.0, Some(stop.1));
+                // shutdown stops taking batches; the lease is confirmed as each one starts
+                if !record.dry_run && self.cancel.is_cancelled() {
+                    record.outcome = Outcome::Cancelled;
+                    record.message = Some(SHUTDOWN.into());
                     starting = false;
                     break;
                 }
@@ -137,15 +144,13 @@ impl Engine {
         }
     }
 
-    /// Whether another batch may start: not after shutdown, nor on a replica that lost its
-    /// lease (a replica paused past its lease must not delete what the new leader plans).
-    async fn may_start(&self, record: &RunRecord) -> Result<(), (Outcome, String)> {
-        if record.dry_run {
-            return Ok(());
-        }
+    /// Whether a batch may start, asked right before its intent is written (a batch taken
+    /// while others run starts only when it is first polled): not after shutdown, nor on a
+    /// replica that lost its lease (a replica paused past its lease must not delete what
+    /// the new leader plans).
+    async fn may_start(&self) -> Result<(), (Outcome, String)> {
         if self.cancel.is_cancelled() {
-            let message = "shutdown: remaining batches not applied".to_string();
-            return Err((Outcome::Cancelled, message));
+            return Err((Outcome::Cancelled, SHUTDOWN.into()));
         }
         if let Some(fence) = &self.fence {
             fence.confirm().await.map_err(|m| (Outcome::NotLeader, m))?;
@@ -164,6 +169,9 @@ impl Engine {
         let shard = intent.batch.shard.clone();
         let (run_id, resource, seq) = (intent.run_id.clone(), intent.resource, intent.seq);
         let batch = Arc::clone(&intent.batch);
+        if let Err((outcome, message)) = self.may_start().await {
+            return (shard, BatchEnd::NotStarted(outcome, message));
+        }
         if let Err(e) = self.audit.intent(intent).await {
             return (shard, BatchEnd::NotWritten(e));
         }
@@ -196,6 +204,12 @@ impl Engine {
             }
             BatchEnd::NotWritten(e) => {
                 self.audit_failed(record, &e);
+                return false;
+            }
+            BatchEnd::NotStarted(outcome, message) => {
+                if record.outcome == Outcome::Succeeded {
+                    (record.outcome, record.message) = (outcome, Some(message));
+                }
                 return false;
             }
             BatchEnd::Failed(e) => {

@@ -54,6 +54,9 @@ pub struct S3Limits {
     pub max_inflight: usize,
     /// DeleteObjects requests a second at most, 0 for no cap (`JANITOR_S3_MAX_RPS`).
     pub max_rps: u32,
+    /// A request's keys are checked for references again right before it goes once the
+    /// batch's check is older than this (`JANITOR_S3_RECHECK_AFTER_SECONDS`'s setting).
+    pub recheck_after: std::time::Duration,
 }
 
 /// The document lifecycle's sweeper.
@@ -281,9 +284,27 @@ impl DocumentsSweeper {
         // keys in 1,000s, 1.1 s in 125s, 8 at once)
         let (limits, mut throttle) = (&self.dependents.s3_limits, run.throttle.lock().await);
         let chunk = doomed.len().div_ceil(limits.max_inflight.max(1));
-        let keep_none = |chunk: Vec<String>| async { Ok::<_, SweepError>((chunk, Vec::new())) };
+        // a document written since the batch's reference check saves its object: once that
+        // check is old (throttled requests wait and are sent again), each request's keys
+        // are checked again right before it goes
+        let (checked, excluding) = (tokio::time::Instant::now(), select::id_values(ids));
+        let s = &self.settings;
+        let check = |chunk: Vec<String>| {
+            let excluding = &excluding;
+            async move {
+                if checked.elapsed() < limits.recheck_after {
+                    return Ok((chunk, Vec::new()));
+                }
+                let referenced = self
+                    .mongo
+                    .referenced_by_others(&s.collection, &s.key_fields, &chunk, excluding)
+                    .await
+                    .map_err(step("reference re-check"))?;
+                Ok::<_, SweepError>(chunk.into_iter().partition(|k| !referenced.contains(k)))
+            }
+        };
         let (done, _) =
-            s3::delete::delete_all(s3, doomed, chunk, &mut throttle, None, keep_none).await?;
+            s3::delete::delete_all(s3, doomed, chunk, &mut throttle, None, check).await?;
         if let Some(e) = done.error {
             return Err(e.into());
         }
