@@ -84,24 +84,40 @@ pub async fn redis_keys(
                 let Some(rest) = key.strip_prefix(t.prefix.as_bytes()) else {
                     continue;
                 };
-                for &len in &lengths {
-                    let (Some(id), Some(tail)) = (rest.get(..len), rest.get(len..)) else {
-                        continue;
-                    };
-                    let Ok(id) = std::str::from_utf8(id) else {
-                        continue;
-                    };
-                    let doc = ids.binary_search_by(|x| x.as_str().cmp(id));
-                    if let (Ok(doc), true) = (doc, glob_match(t.suffix.as_bytes(), tail)) {
-                        found.push(doc, &addr, escape(&key));
-                        break;
-                    }
+                if let Some(doc) = owner(ids, &lengths, t.suffix.as_bytes(), rest) {
+                    found.push(doc, &addr, escape(&key));
                 }
             }
         }
     }
     found.finish();
     Ok(found)
+}
+
+/// The place in `ids` (sorted; `lengths` their lengths) of the expired document whose key
+/// this is (`rest`: the key after its template's prefix), if any. Where the template's
+/// suffix starts with a wildcard, a tail that starts with a letter or a digit may be the
+/// rest of a longer id (expired `abc` against a live `abcd`'s key `abcd:0`): doubt keeps
+/// the key, unless a longer expired id claims it exactly.
+fn owner(ids: &[String], lengths: &BTreeSet<usize>, suffix: &[u8], rest: &[u8]) -> Option<usize> {
+    let open = matches!(suffix.first(), Some(b'*' | b'?' | b'['));
+    for &len in lengths {
+        let (Some(id), Some(tail)) = (rest.get(..len), rest.get(len..)) else {
+            continue;
+        };
+        let Ok(id) = std::str::from_utf8(id) else {
+            continue;
+        };
+        let Ok(doc) = ids.binary_search_by(|x| x.as_str().cmp(id)) else {
+            continue;
+        };
+        if glob_match(suffix, tail)
+            && !(open && tail.first().is_some_and(u8::is_ascii_alphanumeric))
+        {
+            return Some(doc);
+        }
+    }
+    None
 }
 
 /// UNLINKs `keys` (escaped, by server); returns how many existed.
@@ -274,6 +290,26 @@ pub async fn delete_points(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_belongs_to_an_expired_id_only_when_no_longer_id_could_own_it() {
+        let ids: Vec<String> = ["abc", "abcde", "x*y"].map(String::from).to_vec();
+        let lengths = ids.iter().map(String::len).collect();
+        let of =
+            |suffix: &str, rest: &str| owner(&ids, &lengths, suffix.as_bytes(), rest.as_bytes());
+        assert_eq!(of("*", "abc:0"), Some(0));
+        assert_eq!(of("*", "abc"), Some(0));
+        // a live `abcd` may own it: kept
+        assert_eq!(of("*", "abcd:0"), None);
+        // a longer expired id claims it exactly
+        assert_eq!(of("*", "abcde:1"), Some(1));
+        assert_eq!(of("*", "x*y:1"), Some(2));
+        assert_eq!(of("*", "xzy:1"), None);
+        // a literal suffix decides by itself
+        assert_eq!(of(":*", "abc:0"), Some(0));
+        assert_eq!(of(":*", "abcd:0"), None);
+        assert_eq!(of("", "abcd"), None);
+    }
 
     #[test]
     fn found_keys_are_given_back_per_document_and_server() {
