@@ -122,7 +122,7 @@ impl Engine {
                     seq,
                     batch: Arc::new(batch),
                     task_reason: record.reason.clone(),
-                    written_at: SystemTime::now(),
+                    written_at: SystemTime::UNIX_EPOCH, // stamped as it is written
                 };
                 in_flight.push(self.apply_batch(run, ctx, intent));
             }
@@ -164,7 +164,7 @@ impl Engine {
         &self,
         run: &dyn PlannedRun,
         ctx: &SweepContext,
-        intent: Intent,
+        mut intent: Intent,
     ) -> (Option<String>, BatchEnd) {
         let shard = intent.batch.shard.clone();
         let (run_id, resource, seq) = (intent.run_id.clone(), intent.resource, intent.seq);
@@ -172,6 +172,9 @@ impl Engine {
         if let Err((outcome, message)) = self.may_start().await {
             return (shard, BatchEnd::NotStarted(outcome, message));
         }
+        // recovery waits from this instant: it is when the intent is written, not when the
+        // batch was taken
+        intent.written_at = SystemTime::now();
         if let Err(e) = self.audit.intent(intent).await {
             return (shard, BatchEnd::NotWritten(e));
         }

@@ -19,9 +19,9 @@ mod reconcile;
 mod select;
 
 use std::collections::HashSet;
+use std::time::SystemTime;
 
 use serde::Deserialize;
-use std::time::SystemTime;
 
 use super::BackendError;
 use super::mongo::Mongo;

@@ -21,6 +21,7 @@ struct Pass<'a> {
     cutoff: SystemTime,
     collections: &'a [String],
     keys: &'a cascade::FoundKeys,
+    reason: &'a str,
 }
 
 /// What a pass deletes in each store.
@@ -82,15 +83,12 @@ impl DocumentsSweeper {
             cutoff,
             collections: &collections,
             keys: &keys,
+            reason: &reason,
         };
         let size = s.batch_size.max(1);
         for (n, chunk) in ids.chunks(size).enumerate() {
             if let Some(batch) = self.plan_batch(&pass, chunk, n * size, &mut totals).await? {
-                plan.push(Batch {
-                    reason: reason.clone(),
-                    ..batch
-                })
-                .map_err(SweepError::spool)?;
+                plan.push(batch).map_err(SweepError::spool)?;
             }
         }
         plan.dependents = self.dependents_caps(&collections, &totals).await?;
@@ -190,7 +188,7 @@ impl DocumentsSweeper {
         }
         Ok(Some(Batch {
             target: s.collection.clone(),
-            reason: String::new(),
+            reason: pass.reason.to_string(),
             items,
             shard: None,
             detail: batch_points.map(|n| json!({ "points": n })),
