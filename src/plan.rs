@@ -41,9 +41,65 @@ pub struct PlannedItem {
     /// What happens to it.
     #[serde(flatten)]
     pub action: Action,
-    /// What goes with it (a document's file, points and cache keys).
+    /// What goes with it: an object's size, a document's file, points and cache keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<serde_json::Value>,
+    pub detail: Option<ItemDetail>,
+}
+
+/// What an item carries beyond its id. An object's size, one per object and thousands per
+/// batch, is held as a number: as a JSON map it cost about 300 bytes an item (heaptrack, an
+/// S3 sweep of 100k objects, two batches of 8,000 held). Either way it is written
+/// `{"bytes": n}`, so the spool, the audit log and the API read the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemDetail {
+    /// An object's size when it was planned.
+    Bytes(u64),
+    /// Anything else: a document's dependents, a Qdrant time window.
+    Json(serde_json::Value),
+}
+
+impl ItemDetail {
+    /// The detail as JSON, when it is not a bare size.
+    pub fn json(&self) -> Option<&serde_json::Value> {
+        match self {
+            Self::Bytes(_) => None,
+            Self::Json(v) => Some(v),
+        }
+    }
+}
+
+impl Serialize for ItemDetail {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Self::Bytes(n) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("bytes", n)?;
+                map.end()
+            }
+            Self::Json(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ItemDetail {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let bytes = v
+            .as_object()
+            .filter(|m| m.len() == 1)
+            .and_then(|m| m.get("bytes")?.as_u64());
+        Ok(bytes.map_or(Self::Json(v), Self::Bytes))
+    }
+}
+
+impl std::fmt::Display for ItemDetail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(n) => write!(f, "{{\"bytes\":{n}}}"),
+            Self::Json(v) => write!(f, "{v}"),
+        }
+    }
 }
 
 impl PlannedItem {
@@ -60,7 +116,7 @@ impl PlannedItem {
     /// `bytes_freed` count it once the store confirms the deletion.
     pub fn delete_sized(id: impl Into<String>, bytes: u64) -> Self {
         Self {
-            detail: Some(serde_json::json!({ "bytes": bytes })),
+            detail: Some(ItemDetail::Bytes(bytes)),
             ..Self::delete(id)
         }
     }
@@ -73,7 +129,7 @@ impl PlannedItem {
             map.insert("count".into(), count.into());
         }
         Self {
-            detail: Some(detail),
+            detail: Some(ItemDetail::Json(detail)),
             ..Self::delete(id)
         }
     }
@@ -82,6 +138,7 @@ impl PlannedItem {
     pub fn count(&self) -> u64 {
         self.detail
             .as_ref()
+            .and_then(ItemDetail::json)
             .and_then(|d| d.get("count"))
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(1)
@@ -89,7 +146,10 @@ impl PlannedItem {
 
     /// The item's size when it was planned, if it was measured.
     pub fn bytes(&self) -> Option<u64> {
-        self.detail.as_ref()?.get("bytes")?.as_u64()
+        match self.detail.as_ref()? {
+            ItemDetail::Bytes(n) => Some(*n),
+            ItemDetail::Json(v) => v.get("bytes")?.as_u64(),
+        }
     }
 
     /// An item given a TTL of `secs`.
@@ -410,6 +470,30 @@ mod tests {
         assert_eq!(batches[1].items[0].id, "a\\xffb");
         // reading twice gives the same plan (the CLI prints it after the engine applied it)
         assert_eq!(p.items().unwrap().len(), 33);
+    }
+
+    #[test]
+    fn an_objects_size_is_held_as_a_number_and_written_as_before() {
+        let sized = PlannedItem::delete_sized("uploads/a.pdf", 64);
+        let line = serde_json::to_string(&sized).unwrap();
+        assert_eq!(
+            line,
+            r#"{"id":"uploads/a.pdf","action":"delete","detail":{"bytes":64}}"#
+        );
+        let back: PlannedItem = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.detail, Some(ItemDetail::Bytes(64)));
+        assert_eq!((back.bytes(), back.count()), (Some(64), 1));
+        assert_eq!(sized.detail.unwrap().to_string(), r#"{"bytes":64}"#);
+        // anything more than a size stays JSON, whole
+        for other in [
+            r#"{"bytes":64,"points":3}"#,
+            r#"{"bytes":-1}"#,
+            r#"{"count":5}"#,
+        ] {
+            let d: ItemDetail = serde_json::from_str(other).unwrap();
+            assert!(d.json().is_some(), "{other}");
+            assert_eq!(d.to_string(), other);
+        }
     }
 
     #[test]

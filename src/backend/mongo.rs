@@ -20,6 +20,12 @@ const NAMESPACE_NOT_FOUND: i32 = 26;
 /// MongoDB's `DuplicateKey`: a unique index refused the write.
 const DUPLICATE_KEY: i32 = 11000;
 
+/// Documents per batch of a cursor that is streamed through. Without it the server fills
+/// each `getMore` up to 16 MiB, so what a cursor holds grows with the collection until then
+/// (measured on SecantusDB: 258,111 small documents in one `getMore`); a thousand keeps it
+/// in the tens of kilobytes and cost no time on a 300k-document drain (1.36 s against 3.06 s).
+pub const CURSOR_BATCH: u32 = 1000;
+
 /// An id as text: ObjectIds as hex, strings as they are, numbers in decimal.
 pub fn id_text(v: &Bson) -> Option<String> {
     match v {

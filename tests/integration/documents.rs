@@ -318,7 +318,7 @@ async fn expired_documents_leave_with_their_file_points_and_keys_and_nothing_liv
         "the dry run lists exactly what the run deletes"
     );
     let a_item = items.iter().find(|i| i.id == a.to_hex()).unwrap();
-    let detail = a_item.detail.as_ref().unwrap();
+    let detail = a_item.detail.as_ref().and_then(|d| d.json()).unwrap();
     assert_eq!(detail["objects"], serde_json::json!([w.key("a.pdf")]));
     assert_eq!(detail["points"], 3);
     assert_eq!(detail["redis_keys"][""].as_array().unwrap().len(), 2);
@@ -327,7 +327,8 @@ async fn expired_documents_leave_with_their_file_points_and_keys_and_nothing_liv
         .find(|i| i.id == "doc-g")
         .unwrap()
         .detail
-        .clone()
+        .as_ref()
+        .and_then(|d| d.json())
         .unwrap();
     assert_eq!(g["kept_objects"], serde_json::json!([w.key("shared.pdf")]));
     assert_eq!(w.documents().await.len(), 11, "a dry run deletes nothing");

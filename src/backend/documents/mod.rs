@@ -31,7 +31,7 @@ use super::s3::{self, S3};
 use super::sweep::{Applied, Sweep, SweepContext, SweepError};
 use crate::config::DocumentsSweep;
 use crate::drift::DriftBoard;
-use crate::plan::{Batch, Plan, PlannedItem};
+use crate::plan::{Batch, ItemDetail, Plan, PlannedItem};
 use crate::resource::Resource;
 
 /// The stores a document's dependents live in, as configured.
@@ -142,7 +142,12 @@ impl DocumentsSweeper {
         let (mut go_ids, mut details) = (Vec::new(), Vec::new());
         for item in go {
             // read in place: a batch's details are a thousand documents' dependents
-            match item.detail.as_ref().map(Detail::deserialize) {
+            match item
+                .detail
+                .as_ref()
+                .and_then(ItemDetail::json)
+                .map(Detail::deserialize)
+            {
                 Some(Ok(detail)) => {
                     go_ids.push(item.id.clone());
                     details.push(detail);

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{Detail, DocumentsRun, DocumentsSweeper, cascade, reconcile, select, step};
 use crate::backend::s3::delete::Throttle;
 use crate::backend::sweep::{SweepContext, SweepError};
-use crate::plan::{Action, Batch, Dependent, Plan, PlannedItem};
+use crate::plan::{Action, Batch, Dependent, ItemDetail, Plan, PlannedItem};
 use crate::resource::Resource;
 
 /// What every batch of a pass plans against.
@@ -183,7 +183,7 @@ impl DocumentsSweeper {
             items.push(PlannedItem {
                 id: d.id,
                 action: Action::Delete,
-                detail: Some(json!(detail)),
+                detail: Some(ItemDetail::Json(json!(detail))),
             });
         }
         Ok(Some(Batch {

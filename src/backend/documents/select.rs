@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 
-use crate::backend::mongo::{Mongo, id_forms, id_text, path_strings};
+use crate::backend::mongo::{CURSOR_BATCH, Mongo, id_forms, id_text, path_strings};
 use crate::backend::{BackendError, timed};
 use crate::config::DocumentsSweep;
 
@@ -45,7 +45,11 @@ pub async fn held(
         .collection::<Document>(&s.sessions_collection);
     let query = async {
         let projection = doc! { "_id": 0, s.session_field.as_str(): 1 };
-        let mut cursor = coll.find(filter).projection(projection).await?;
+        let mut cursor = coll
+            .find(filter)
+            .projection(projection)
+            .batch_size(CURSOR_BATCH)
+            .await?;
         let mut held = HashSet::new();
         while let Some(session) = cursor.try_next().await? {
             let ids = match session.get(&s.session_field) {
@@ -96,6 +100,7 @@ pub async fn expired_ids(
             .find(expired_filter(s, cutoff))
             .projection(doc! { "_id": 1 })
             .sort(doc! { "_id": 1 })
+            .batch_size(CURSOR_BATCH)
             .await?;
         let mut found = Vec::new();
         while let Some(d) = cursor.try_next().await? {

@@ -64,7 +64,7 @@ impl Window {
     /// The window a plan item stands for: `None` if it is not a window item, an error if it
     /// is one that cannot be read back (never taken for an id).
     pub fn of(item: &PlannedItem) -> Option<Result<Self, serde_json::Error>> {
-        let detail = item.detail.as_ref()?;
+        let detail = item.detail.as_ref()?.json()?;
         detail.get("until")?;
         Some(serde_json::from_value(detail.clone()))
     }

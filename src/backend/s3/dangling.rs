@@ -78,6 +78,7 @@ impl DanglingMerge {
                 .find(doc! { name.as_str(): range })
                 .projection(doc! { name.as_str(): 1, "_id": 0 })
                 .sort(doc! { name.as_str(): 1 })
+                .batch_size(crate::backend::mongo::CURSOR_BATCH)
                 .await?;
             let mut field = Field {
                 name: name.clone(),
