@@ -109,6 +109,7 @@ impl Backends {
                 S3::connect(c, timeout)
                     .with_measure_cache(settings.s3_sweep.measure_cache)
                     .with_list_parallelism(settings.s3_sweep.list_parallelism)
+                    .with_delete_inflight(settings.s3_sweep.max_inflight)
             }),
             mongo: match &settings.mongo {
                 Some(c) => Some(Mongo::connect(c, timeout).await?),

@@ -382,7 +382,7 @@ pub const VARS: &[Var] = &[
     var(
         "JANITOR_S3_MAX_INFLIGHT",
         "8",
-        "Most DeleteObjects requests in flight: the adaptive concurrency starts at 1, doubles while answers are clean, halves on a throttle (1 to 64).",
+        "Most DeleteObjects requests in flight on the bucket, the S3 sweep and the document cascade together; each run's adaptive concurrency starts at 1, doubles while answers are clean, halves on a throttle (1 to 64).",
     ),
     var(
         "JANITOR_S3_LIST_PARALLELISM",

@@ -283,3 +283,77 @@ async fn every_fault_ends_with_exactly_the_orphans_gone_each_audited_once() {
     // the faults stopped: the sweep is clean and grows again
     clean_sweep(&scene, &proxy, &janitor, "after").await;
 }
+
+/// Two runs deleting from one bucket at once (the S3 sweep and the document cascade), each
+/// with an adaptive window of up to 8, through the proxy with slowed answers: together they
+/// never have more DeleteObjects in flight than the bucket's cap; without it they do.
+#[tokio::test]
+async fn runs_deleting_from_one_bucket_share_its_inflight_cap() {
+    use resource_janitor::backend::s3::{S3, delete};
+    let svc = require_services!();
+    let ns = Namespace::new("s3-shared-cap");
+    let proxy = Proxy::start(svc);
+    let scene = Scene {
+        s3: s3_client(
+            svc.get("S3_ENDPOINT"),
+            svc.get("AWS_ACCESS_KEY_ID"),
+            svc.get("AWS_SECRET_ACCESS_KEY"),
+        ),
+        bucket: svc.get("S3_BUCKET").to_string(),
+        docs: mongodb::Client::with_uri_str(svc.get("MONGODB_URI"))
+            .await
+            .unwrap()
+            .database(&ns.mongo_db())
+            .collection("documents"),
+        prefix: ns.s3_prefix(),
+    };
+    let conn = resource_janitor::config::S3Conn {
+        endpoint: proxy.url.clone(),
+        bucket: scene.bucket.clone(),
+        region: svc.get("AWS_REGION").to_string(),
+        access_key_id: svc.get("AWS_ACCESS_KEY_ID").to_string(),
+        secret_access_key: resource_janitor::secret::Secret::new(svc.get("AWS_SECRET_ACCESS_KEY")),
+    };
+    // two runs of 1,000 keys each, 100 keys a request, 150 ms an answer; the most in flight
+    let both = |s3: S3, tag: &'static str| {
+        let scene = &scene;
+        let proxy = &proxy;
+        async move {
+            let (a, _) = scene.seed(&format!("{tag}-a"), 1000).await;
+            let (b, _) = scene.seed(&format!("{tag}-b"), 1000).await;
+            proxy.faults(json!({ "latency_ms": 150 })).await;
+            proxy.stats().await;
+            let run = |keys: BTreeSet<String>| {
+                let s3 = s3.clone();
+                async move {
+                    let mut throttle = delete::Throttle::new(8, 0);
+                    let keep = |chunk: Vec<String>| async move { Ok::<_, ()>((chunk, Vec::new())) };
+                    let keys = keys.into_iter().collect();
+                    let (done, _) = delete::delete_all(&s3, keys, 100, &mut throttle, None, keep)
+                        .await
+                        .unwrap();
+                    (done.deleted.len(), throttle.peak())
+                }
+            };
+            let ((da, pa), (db, pb)) = tokio::join!(run(a), run(b));
+            assert_eq!((da, db), (1000, 1000), "{tag}: every key deleted");
+            assert_eq!((pa, pb), (8, 8), "{tag}: each run's own window grew to 8");
+            let stats = proxy.stats().await;
+            stats["delete_objects_max_in_flight"].as_u64().unwrap()
+        }
+    };
+    let capped = both(
+        S3::connect(&conn, Duration::from_secs(10)).with_delete_inflight(3),
+        "capped",
+    )
+    .await;
+    assert!(
+        capped <= 3,
+        "at most the bucket's 3 in flight, saw {capped}"
+    );
+    let uncapped = both(S3::connect(&conn, Duration::from_secs(10)), "uncapped").await;
+    assert!(
+        uncapped > 3,
+        "without the cap the two windows add up, saw {uncapped}"
+    );
+}

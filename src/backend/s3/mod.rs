@@ -42,6 +42,10 @@ pub struct S3 {
     cache_ttl: Duration,
     /// Sub-prefixes listed at once (1: one sorted listing).
     list_parallelism: usize,
+    /// DeleteObjects requests in flight on the bucket, whoever sends them: the S3 sweep and
+    /// the document cascade are separate runs, each with its own adaptive window, and may
+    /// overlap; together they stay within `JANITOR_S3_MAX_INFLIGHT`.
+    deletes: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a listing of the whole bucket found.
@@ -153,6 +157,9 @@ impl S3 {
             cache: Arc::default(),
             cache_ttl: Duration::ZERO,
             list_parallelism: 1,
+            deletes: Arc::new(tokio::sync::Semaphore::new(
+                tokio::sync::Semaphore::MAX_PERMITS,
+            )),
         }
     }
 
@@ -194,6 +201,13 @@ impl S3 {
         self
     }
 
+    /// The same client, with at most `n` DeleteObjects requests in flight on the bucket
+    /// across all its clones (every run that deletes from it).
+    pub fn with_delete_inflight(mut self, n: usize) -> Self {
+        self.deletes = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
+    }
+
     /// One DeleteObjects request (at most 1000 keys), verbose so every key is accounted
     /// for, with the SDK's retries off (the caller's throttle decides). A 503, a throttling
     /// code, a timeout, a dropped connection or an answer that cannot be read is
@@ -221,6 +235,8 @@ impl S3 {
                 aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),
             )
             .send();
+        // the bucket's share is taken before the request's clock starts; it is never closed
+        let _slot = self.deletes.acquire().await;
         let out = match tokio::time::timeout(self.timeout, request).await {
             Err(_) => {
                 return Err(BackendError::Timeout {
