@@ -50,8 +50,11 @@ def log_levels(path: str) -> dict[str, dict[str, int]]:
             continue
         level = rec.get("level", "")
         if level in ("WARN", "ERROR"):
-            message = rec.get("message") or rec.get("fields", {}).get("message") or rec
-            found[level][str(message)[:160]] += 1
+            fields = rec.get("fields", {})
+            message = rec.get("message") or fields.get("message") or rec
+            # with its fields (which worker, which error): a warning must say what it was
+            extra = ", ".join(f"{k}={v}" for k, v in fields.items() if k != "message")
+            found[level][f"{message} ({extra})"[:300] if extra else str(message)[:300]] += 1
     return found
 
 
