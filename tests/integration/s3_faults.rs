@@ -95,6 +95,24 @@ struct Scene {
 }
 
 impl Scene {
+    /// Garage directly (not through the proxy) and the namespace's reference collection.
+    async fn new(svc: &Services, ns: &Namespace) -> Scene {
+        Scene {
+            s3: s3_client(
+                svc.get("S3_ENDPOINT"),
+                svc.get("AWS_ACCESS_KEY_ID"),
+                svc.get("AWS_SECRET_ACCESS_KEY"),
+            ),
+            bucket: svc.get("S3_BUCKET").to_string(),
+            docs: mongodb::Client::with_uri_str(svc.get("MONGODB_URI"))
+                .await
+                .unwrap()
+                .database(&ns.mongo_db())
+                .collection("documents"),
+            prefix: ns.s3_prefix(),
+        }
+    }
+
     /// `orphans` unreferenced objects and 10 referenced ones under `tag`, old enough once
     /// this returns; (the orphans, the referenced).
     async fn seed(&self, tag: &str, orphans: usize) -> (BTreeSet<String>, BTreeSet<String>) {
@@ -212,20 +230,7 @@ async fn every_fault_ends_with_exactly_the_orphans_gone_each_audited_once() {
     ];
     let settings = support::settings(&pairs, &audit, &[]);
     let janitor = Janitor::new(settings).await.unwrap();
-    let scene = Scene {
-        s3: s3_client(
-            svc.get("S3_ENDPOINT"),
-            svc.get("AWS_ACCESS_KEY_ID"),
-            svc.get("AWS_SECRET_ACCESS_KEY"),
-        ),
-        bucket: svc.get("S3_BUCKET").to_string(),
-        docs: mongodb::Client::with_uri_str(svc.get("MONGODB_URI"))
-            .await
-            .unwrap()
-            .database(&db)
-            .collection("documents"),
-        prefix: prefix.clone(),
-    };
+    let scene = Scene::new(svc, &ns).await;
 
     // clean answers: the concurrency grows (1, then 2 in flight over 3 requests)
     let gone = clean_sweep(&scene, &proxy, &janitor, "clean").await;
@@ -293,20 +298,7 @@ async fn runs_deleting_from_one_bucket_share_its_inflight_cap() {
     let svc = require_services!();
     let ns = Namespace::new("s3-shared-cap");
     let proxy = Proxy::start(svc);
-    let scene = Scene {
-        s3: s3_client(
-            svc.get("S3_ENDPOINT"),
-            svc.get("AWS_ACCESS_KEY_ID"),
-            svc.get("AWS_SECRET_ACCESS_KEY"),
-        ),
-        bucket: svc.get("S3_BUCKET").to_string(),
-        docs: mongodb::Client::with_uri_str(svc.get("MONGODB_URI"))
-            .await
-            .unwrap()
-            .database(&ns.mongo_db())
-            .collection("documents"),
-        prefix: ns.s3_prefix(),
-    };
+    let scene = Scene::new(svc, &ns).await;
     let conn = resource_janitor::config::S3Conn {
         endpoint: proxy.url.clone(),
         bucket: scene.bucket.clone(),
