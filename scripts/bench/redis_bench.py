@@ -15,7 +15,9 @@ Contenders:
   seed     seed 003's algorithm in redis-py: scan_iter, TTL per key, DELETE per key
 
 While the janitor runs, a GET loop measures latency next to its baseline without a sweep,
-once with the janitor at nice 0 and once at nice 10 (as systemd/janitor.service runs it).
+once with the janitor at nice 0 and once at nice 10 (as systemd/janitor.service runs it),
+and with --paced OPS once more at JANITOR_REDIS_MAX_OPS_PER_SEC=OPS (the daemon's default
+pacing is 50000; the other sweeps are unpaced).
 Peak RSS of the janitor comes from /usr/bin/time -v, at N and at N/10 (flat or not).
 The janitor and redis-cli alternate for --rounds rounds (3); their medians are compared.
 """
@@ -80,7 +82,7 @@ def seed(r: redis.Redis, n: int) -> None:
     assert r.dbsize() == half + 2 * quarter
 
 
-def run_janitor(port: int, workdir: str, nice: int = 0) -> tuple[float, int, str]:
+def run_janitor(port: int, workdir: str, nice: int = 0, max_ops: str | None = None) -> tuple[float, int, str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "REDIS_URL": f"redis://127.0.0.1:{port}/0",
@@ -89,7 +91,7 @@ def run_janitor(port: int, workdir: str, nice: int = 0) -> tuple[float, int, str
         "JANITOR_MAX_DELETE_FRACTION": "1",
         "JANITOR_MAX_DELETE_COUNT": "100000000",
         "JANITOR_REDIS_SCAN_COUNT": "1000",
-        "JANITOR_REDIS_MAX_OPS_PER_SEC": os.environ.get("BENCH_MAX_OPS", "0"),
+        "JANITOR_REDIS_MAX_OPS_PER_SEC": max_ops or os.environ.get("BENCH_MAX_OPS", "0"),
         "JANITOR_REDIS_BATCH_PAUSE_MS": os.environ.get("BENCH_PAUSE_MS", "0"),
         "JANITOR_AUDIT_LOG": os.path.join(workdir, "audit.jsonl"),
         "JANITOR_LOG_FORMAT": "json",
@@ -150,6 +152,8 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--skip-seed-algorithm", action="store_true", help="the slow peer (minutes at 1M)")
     ap.add_argument("--rounds", type=int, default=3, help="janitor / redis-cli rounds (medians compared)")
+    ap.add_argument("--paced", type=int, metavar="OPS", help="also the GET latency during a sweep paced "
+                    "at OPS commands/s (JANITOR_REDIS_MAX_OPS_PER_SEC; the daemon's default is 50000)")
     args = ap.parse_args()
     n = args.keys
     server = Server()
@@ -185,6 +189,14 @@ def main() -> None:
         seed(server.client, n)
         n50, n99, n_samples, _ = latency(server.port, lambda: run_janitor(server.port, workdir, nice=10))
 
+        paced = None
+        if args.paced:
+            seed(server.client, n)
+            ops = str(args.paced)
+            p50p, p99p, paced_n, (paced_wall, _, _) = latency(
+                server.port, lambda: run_janitor(server.port, workdir, max_ops=ops))
+            paced = (p50p, p99p, paced_n, paced_wall)
+
         if not args.skip_seed_algorithm:
             seed(server.client, n)
             seed_time = run_seed_algorithm(server.port)
@@ -205,6 +217,10 @@ def main() -> None:
         print(f"baseline {base50:.3f}/{base99:.3f} ms ({base_n} GETs), "
               f"during the sweep {p50:.3f}/{p99:.3f} ms ({samples} GETs), "
               f"during the sweep at nice 10 (systemd/janitor.service) {n50:.3f}/{n99:.3f} ms ({n_samples} GETs)")
+        if paced:
+            p50p, p99p, paced_n, paced_wall = paced
+            print(f"GET latency p50/p99 during a sweep paced at {args.paced:,} commands/s: "
+                  f"{p50p:.3f}/{p99p:.3f} ms ({paced_n} GETs; the sweep took {paced_wall:.1f} s)")
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
