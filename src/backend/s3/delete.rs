@@ -190,11 +190,19 @@ where
         }
     };
     loop {
-        while out.error.is_none() && in_flight.len() < throttle.limit() {
+        while out.error.is_none() && in_flight.len() < throttle.limit() && !queue.is_empty() {
+            throttle.ready().await;
+            // the bucket's slot comes before the re-check, so that waiting for it (the other
+            // runs' requests) does not widen the window between check and delete; while this
+            // run's own requests hold slots it waits for their answers (polled below) instead
+            let slot = match s3.try_delete_slot() {
+                Some(slot) => slot,
+                None if in_flight.is_empty() => s3.delete_slot().await,
+                None => break,
+            };
             let Some((chunk, tries)) = queue.pop_front() else {
                 break;
             };
-            throttle.ready().await;
             // a document written since planning saves its object, even with requests in flight
             let (send, keep) = check(chunk).await?;
             kept.extend(keep);
@@ -203,7 +211,7 @@ where
             }
             let s3 = s3.clone();
             in_flight.push(async move {
-                let answer = s3.delete_objects(&send).await;
+                let answer = s3.delete_objects(slot, &send).await;
                 (send, tries + 1, answer)
             });
             set_gauge(in_flight.len());

@@ -48,6 +48,13 @@ pub struct S3 {
     deletes: Arc<tokio::sync::Semaphore>,
 }
 
+/// One of the bucket's DeleteObjects slots (`JANITOR_S3_MAX_INFLIGHT`), held by a request
+/// from before its keys' last reference check until its answer.
+#[derive(Debug)]
+pub struct DeleteSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// What a listing of the whole bucket found.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Listing {
@@ -208,12 +215,30 @@ impl S3 {
         self
     }
 
-    /// One DeleteObjects request (at most 1000 keys), verbose so every key is accounted
-    /// for, with the SDK's retries off (the caller's throttle decides). A 503, a throttling
-    /// code, a timeout, a dropped connection or an answer that cannot be read is
-    /// [`BackendError::Throttled`] (or `Timeout`); a 200 that lists no key leaves them all
-    /// in `unanswered`.
-    pub async fn delete_objects(&self, keys: &[String]) -> Result<DeleteAnswer, BackendError> {
+    /// A free slot for one DeleteObjects request on the bucket, if there is one now.
+    pub fn try_delete_slot(&self) -> Option<DeleteSlot> {
+        let permit = self.deletes.clone().try_acquire_owned().ok()?;
+        Some(DeleteSlot { _permit: permit })
+    }
+
+    /// Waits for a slot for one DeleteObjects request on the bucket.
+    pub async fn delete_slot(&self) -> DeleteSlot {
+        let permit = self.deletes.clone().acquire_owned().await;
+        DeleteSlot {
+            _permit: permit.expect("the bucket's delete semaphore is never closed"),
+        }
+    }
+
+    /// One DeleteObjects request (at most 1000 keys) in the bucket's `slot`, verbose so
+    /// every key is accounted for, with the SDK's retries off (the caller's throttle
+    /// decides). A 503, a throttling code, a timeout, a dropped connection or an answer that
+    /// cannot be read is [`BackendError::Throttled`] (or `Timeout`); a 200 that lists no key
+    /// leaves them all in `unanswered`.
+    pub async fn delete_objects(
+        &self,
+        slot: DeleteSlot,
+        keys: &[String],
+    ) -> Result<DeleteAnswer, BackendError> {
         debug_assert!(keys.len() <= 1000);
         let objects = keys
             .iter()
@@ -235,8 +260,6 @@ impl S3 {
                 aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),
             )
             .send();
-        // the bucket's share is taken before the request's clock starts; it is never closed
-        let _slot = self.deletes.acquire().await;
         let out = match tokio::time::timeout(self.timeout, request).await {
             Err(_) => {
                 return Err(BackendError::Timeout {
@@ -247,6 +270,7 @@ impl S3 {
             Ok(Err(e)) => return Err(classify(e)),
             Ok(Ok(out)) => out,
         };
+        drop(slot);
         let mut answer = DeleteAnswer {
             deleted: out
                 .deleted()
